@@ -1,0 +1,206 @@
+"""The ``sen`` command: predict, symmetry, train, evaluate.
+
+Every error a user can cause is printed as one line starting with ``error:``; no
+tracebacks. Exit status: 0 success, 1 some input failed, 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+import warnings
+from pathlib import Path
+
+from sen.errors import StructureError
+
+PREDICT_COLUMNS = (
+    "file",
+    "formula",
+    "space_group",
+    "band_gap_eV",
+    "formation_energy_eV_per_atom",
+    "metal_probability",
+    "error",
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sen", description="SEN crystal property prediction and symmetry analysis.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    pr = sub.add_parser("predict", help="predict band gap (eV) and formation energy (eV/atom) for structure files")
+    pr.add_argument("files", nargs="+", help="CIF, POSCAR/CONTCAR, extended XYZ or pymatgen JSON files")
+    pr.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    pr.add_argument("--model", default=None, help="model name under models/ or path to model.pt (default: sen_mp)")
+    pr.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+
+    sy = sub.add_parser("symmetry", help="print what spglib sees: space group, point group, Wyckoff orbits")
+    sy.add_argument("file")
+    sy.add_argument("--symprec", type=float, default=0.01, help="distance tolerance in Å (default 0.01)")
+    sy.add_argument("--angle-tolerance", type=float, default=5.0, help="angle tolerance in degrees (default 5)")
+    sy.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    tr = sub.add_parser("train", help="train SEN (or the CGCNN baseline) on a dataset")
+    tr.add_argument("--config", help="TOML file with training settings (see configs/)")
+    tr.add_argument("--data", help="dataset: folder of .jsonl(.gz), Matbench .json(.gz), CGCNN folder, or CSV")
+    tr.add_argument("--data-format", choices=("jsonl", "matbench", "cgcnn", "csv"))
+    tr.add_argument("--targets", help="comma-separated target columns (default formation_energy_per_atom,band_gap)")
+    tr.add_argument("--arch", choices=("sen", "cgcnn"))
+    tr.add_argument("--out", help="output folder for checkpoints, logs and the split")
+    tr.add_argument("--width", type=int)
+    tr.add_argument("--epochs", type=int)
+    tr.add_argument("--batch-size", type=int)
+    tr.add_argument("--lr", type=float)
+    tr.add_argument("--seed", type=int)
+    tr.add_argument("--device", help="auto, cpu or cuda")
+    tr.add_argument("--time-limit-min", type=float, help="stop after this many minutes of training")
+    tr.add_argument("--threads", type=int, help="torch CPU threads")
+    tr.add_argument("--workers", type=int, help="featurisation processes")
+    tr.add_argument("--limit", type=int, help="use only the first N records")
+    tr.add_argument("--patience", type=int, help="early stopping: epochs without validation improvement")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bars")
+    tr.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+
+    ev = sub.add_parser("evaluate", help="MAE, RMSE, R² and a parity plot for a model on a dataset")
+    ev.add_argument("--model", required=True, help="model.pt, a folder with one, or a name under models/")
+    ev.add_argument("--data", required=True, help="dataset (same formats as train)")
+    ev.add_argument("--data-format", choices=("jsonl", "matbench", "cgcnn", "csv"))
+    ev.add_argument("--targets", help="comma-separated target columns (default: the model's targets)")
+    ev.add_argument("--split", choices=("all", "train", "val", "test"), default="all",
+                    help="evaluate on one part of the split stored beside the model (split.json)")  # fmt: skip
+    ev.add_argument("--out", default="evaluation", help="folder for parity plots and metrics.json")
+    ev.add_argument("--device", default=None)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``sen`` command."""
+    args = _parser().parse_args(argv)
+    warnings.filterwarnings("ignore")
+    try:
+        return {"predict": _predict, "symmetry": _symmetry, "train": _train, "evaluate": _evaluate}[args.command](args)
+    except (StructureError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+def _predict(args) -> int:
+    from sen.io import read_structure
+    from sen.predict import Predictor
+
+    predictor = Predictor.load(args.model or "sen_mp", device=args.device)
+    rows, failed = [], 0
+    for f in args.files:
+        row = dict.fromkeys(PREDICT_COLUMNS, "")
+        row["file"] = f
+        try:
+            s = read_structure(f)
+            result = predictor.predict(s)[0]
+            row.update(
+                formula=s.composition.reduced_formula,
+                space_group=f"{result['space_group_symbol']} ({result['space_group_number']})",
+                band_gap_eV=round(result["band_gap"], 4),
+                formation_energy_eV_per_atom=round(result["formation_energy_per_atom"], 4),
+                metal_probability=round(result.get("metal_probability", float("nan")), 3),
+            )
+        except StructureError as exc:
+            row["error"] = str(exc)
+            failed += 1
+        rows.append(row)
+    sys.stdout.write(format_rows(rows, args.format))
+    return 1 if failed else 0
+
+
+def format_rows(rows: list[dict], fmt: str) -> str:
+    """Render prediction rows as an aligned table, CSV or JSON."""
+    if fmt == "json":
+        return json.dumps(rows, indent=1) + "\n"
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=PREDICT_COLUMNS, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        return buf.getvalue()
+    cols = PREDICT_COLUMNS[:-1]
+    good = [r for r in rows if not r["error"]]
+    widths = {c: max([len(c)] + [len(str(r[c])) for r in good]) for c in cols}
+    lines = ["  ".join(c.ljust(widths[c]) for c in cols)]
+    for r in rows:
+        if r["error"]:
+            lines.append(f"error: {r['file']}: {r['error']}")
+        else:
+            lines.append("  ".join(str(r[c]).ljust(widths[c]) for c in cols))
+    return "\n".join(lines) + "\n"
+
+
+def _symmetry(args) -> int:
+    from sen.io import read_structure
+    from sen.symmetry import analyze_symmetry
+
+    s = read_structure(args.file)
+    report = analyze_symmetry(s, args.symprec, args.angle_tolerance)
+    if args.json:
+        print(json.dumps(symmetry_to_dict(report, s.composition.reduced_formula), indent=1))
+    else:
+        print(f"Formula: {s.composition.reduced_formula} ({len(s)} atoms in the cell)")
+        print(report.summary())
+    return 0
+
+
+def symmetry_to_dict(report, formula: str) -> dict:
+    """JSON-ready symmetry report."""
+    return {
+        "formula": formula,
+        "space_group_symbol": report.space_group_symbol,
+        "space_group_number": report.space_group_number,
+        "hall_symbol": report.hall_symbol,
+        "point_group": report.point_group,
+        "crystal_system": report.crystal_system,
+        "symprec": report.symprec,
+        "angle_tolerance": report.angle_tolerance,
+        "orbits": [
+            {
+                "label": o.label,
+                "element": o.element,
+                "wyckoff_letter": o.wyckoff_letter,
+                "multiplicity": o.multiplicity,
+                "site_symmetry": o.site_symmetry,
+                "atom_indices": list(o.atom_indices),
+            }
+            for o in report.orbits
+        ],
+    }
+
+
+def _train(args) -> int:
+    from sen.train import TrainConfig, train
+
+    overrides = {
+        k: getattr(args, k)
+        for k in ("data", "data_format", "targets", "arch", "out", "width", "epochs", "batch_size", "lr", "seed",
+                  "device", "time_limit_min", "threads", "workers", "limit", "patience")  # fmt: skip
+        if getattr(args, k) is not None
+    }
+    if args.no_progress:
+        overrides["progress"] = False
+    cfg = TrainConfig.from_file(args.config, **overrides) if args.config else TrainConfig.from_dict(overrides)
+    train(cfg, resume=args.resume)
+    return 0
+
+
+def _evaluate(args) -> int:
+    from sen.evaluate import evaluate
+
+    targets = tuple(args.targets.split(",")) if args.targets else None
+    result = evaluate(args.model, args.data, targets=targets, fmt=args.data_format, split=args.split,
+                      out_dir=args.out, device=args.device)  # fmt: skip
+    for t, m in result["metrics"].items():
+        print(f"{t}: MAE {m['mae']:.4f}  RMSE {m['rmse']:.4f}  R² {m['r2']:.4f}  (n = {m['n']})")
+    print(f"parity plots and metrics written to {args.out}/")
+    return 0

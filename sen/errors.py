@@ -1,0 +1,11 @@
+"""The one exception type users can cause."""
+
+from __future__ import annotations
+
+
+class StructureError(ValueError):
+    """A crystal structure could not be read or is not one SEN can handle.
+
+    The message is a single sentence a student can act on (what is wrong and,
+    where possible, what to do about it). It never contains a traceback.
+    """

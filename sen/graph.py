@@ -1,0 +1,267 @@
+"""Structure -> crystal graph: periodic neighbours, element descriptors and symmetry labels.
+
+A :class:`CrystalGraph` holds plain numpy arrays (cheap to cache on disk and to send
+between processes). :func:`collate` concatenates graphs into one batch with offset
+indices, so there is never any padding and one crystal's result cannot depend on
+which other crystals share its batch.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+from pymatgen.core import Element, Structure
+
+from sen.symmetry import (
+    DEFAULT_ANGLE_TOLERANCE,
+    DEFAULT_SYMPREC,
+    SymmetryReport,
+    analyze_symmetry,
+    crystal_system_index,
+    point_group_index,
+    wyckoff_letter_index,
+)
+
+DEFAULT_CUTOFF = 8.0  # Å
+DEFAULT_MAX_NEIGHBORS = 12
+#: Neighbours within this distance (Å) of the k-th nearest are all kept, so that
+#: symmetry-equivalent atoms always see the same neighbourhood.
+NEIGHBOR_TIE_TOLERANCE = 1e-2
+MAX_Z = 118
+
+
+@dataclass(frozen=True)
+class GraphConfig:
+    """Featuriser settings; part of every cache key and stored with every model."""
+
+    cutoff: float = DEFAULT_CUTOFF
+    max_neighbors: int = DEFAULT_MAX_NEIGHBORS
+    tie_tolerance: float = NEIGHBOR_TIE_TOLERANCE
+    symprec: float = DEFAULT_SYMPREC
+    angle_tolerance: float = DEFAULT_ANGLE_TOLERANCE
+
+    def key(self) -> str:
+        """A short string that changes whenever the features would change."""
+        return (
+            f"c{self.cutoff:g}-k{self.max_neighbors}-t{self.tie_tolerance:g}"
+            f"-s{self.symprec:g}-a{self.angle_tolerance:g}-v1"
+        )
+
+
+@dataclass
+class CrystalGraph:
+    """One crystal as arrays. N atoms, E directed edges (src -> dst means src is a neighbour of dst)."""
+
+    atomic_numbers: np.ndarray  # (N,) int
+    edge_src: np.ndarray  # (E,) int
+    edge_dst: np.ndarray  # (E,) int
+    edge_length: np.ndarray  # (E,) float32, Å
+    orbit_index: np.ndarray  # (N,) int, Wyckoff orbit of each atom within this crystal
+    wyckoff_index: np.ndarray  # (N,) int, Wyckoff letter (0 = a)
+    site_symmetry_order: np.ndarray  # (N,) int, order of each atom's site-symmetry group
+    crystal_system: int  # index into sen.symmetry.CRYSTAL_SYSTEMS
+    point_group: int  # index into sen.symmetry.POINT_GROUPS
+
+    @property
+    def n_atoms(self) -> int:
+        """Number of atoms in the cell."""
+        return int(self.atomic_numbers.shape[0])
+
+
+def neighbor_edges(
+    structure: Structure,
+    cutoff: float = DEFAULT_CUTOFF,
+    max_neighbors: int = DEFAULT_MAX_NEIGHBORS,
+    tie_tolerance: float = NEIGHBOR_TIE_TOLERANCE,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Periodic neighbours of every atom: the ``max_neighbors`` nearest within ``cutoff`` Å.
+
+    Every neighbour within ``tie_tolerance`` Å of the k-th distance is kept too, so the
+    cap never breaks a tie arbitrarily. Returns ``(src, dst, length)``.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        centers, neighbors, _, dists = structure.get_neighbor_list(cutoff)
+    if len(dists) == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0, dtype=np.float32)
+    # Sort by (center, distance) so each atom's neighbours are contiguous and ordered.
+    order = np.lexsort((dists, centers))
+    centers, neighbors, dists = centers[order], neighbors[order], dists[order]
+    starts = np.searchsorted(centers, np.arange(len(structure)))
+    counts = np.bincount(centers, minlength=len(structure))
+    rank = np.arange(len(centers)) - np.repeat(starts, counts)
+    # Distance of the k-th neighbour for each centre (or +inf if it has fewer).
+    kth = np.full(len(structure), np.inf)
+    has_k = counts >= max_neighbors
+    kth[has_k] = dists[starts[has_k] + max_neighbors - 1]
+    keep = (rank < max_neighbors) | (dists <= kth[centers] + tie_tolerance)
+    return (
+        neighbors[keep].astype(np.int64),
+        centers[keep].astype(np.int64),
+        dists[keep].astype(np.float32),
+    )
+
+
+def build_graph(
+    structure: Structure,
+    config: GraphConfig | None = None,
+    symmetry: SymmetryReport | None = None,
+) -> CrystalGraph:
+    """Featurise a validated structure for SEN (see :func:`sen.io.read_structure`)."""
+    config = config or GraphConfig()
+    if symmetry is None:
+        symmetry = analyze_symmetry(structure, config.symprec, config.angle_tolerance)
+    src, dst, length = neighbor_edges(structure, config.cutoff, config.max_neighbors, config.tie_tolerance)
+    return CrystalGraph(
+        atomic_numbers=np.asarray(structure.atomic_numbers, dtype=np.int64),
+        edge_src=src,
+        edge_dst=dst,
+        edge_length=length,
+        orbit_index=symmetry.orbit_index.astype(np.int64),
+        wyckoff_index=np.array([wyckoff_letter_index(w) for w in symmetry.wyckoff_letters], dtype=np.int64),
+        site_symmetry_order=symmetry.site_symmetry_order.astype(np.int64),
+        crystal_system=crystal_system_index(symmetry.crystal_system),
+        point_group=point_group_index(symmetry.point_group),
+    )
+
+
+@dataclass
+class GraphBatch:
+    """Several crystal graphs concatenated, as torch tensors (indices offset per crystal)."""
+
+    atomic_numbers: torch.Tensor  # (N,)
+    edge_src: torch.Tensor  # (E,)
+    edge_dst: torch.Tensor  # (E,)
+    edge_length: torch.Tensor  # (E,)
+    orbit_index: torch.Tensor  # (N,) global orbit id across the batch
+    wyckoff_index: torch.Tensor  # (N,)
+    site_symmetry_order: torch.Tensor  # (N,)
+    crystal_index: torch.Tensor  # (N,) which crystal each atom belongs to
+    orbit_crystal: torch.Tensor  # (O,) which crystal each orbit belongs to
+    crystal_system: torch.Tensor  # (B,)
+    point_group: torch.Tensor  # (B,)
+    n_crystals: int
+    n_orbits: int
+
+    def to(self, device: torch.device | str) -> GraphBatch:
+        """Move every tensor to ``device``."""
+        moved = {
+            k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()
+        }
+        return GraphBatch(**moved)
+
+
+def collate(graphs: list[CrystalGraph]) -> GraphBatch:
+    """Concatenate graphs into one batch with offset atom and orbit indices."""
+    n_atoms = np.array([g.n_atoms for g in graphs])
+    n_orbits = np.array([int(g.orbit_index.max()) + 1 for g in graphs])
+    atom_offset = np.concatenate([[0], np.cumsum(n_atoms)[:-1]])
+    orbit_offset = np.concatenate([[0], np.cumsum(n_orbits)[:-1]])
+    n_edges = np.array([len(g.edge_src) for g in graphs])
+    edge_offset = np.repeat(atom_offset, n_edges)
+
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(g, name) for g in graphs])
+
+    def t(a: np.ndarray, dtype: torch.dtype = torch.long) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a)).to(dtype)
+
+    return GraphBatch(
+        atomic_numbers=t(cat("atomic_numbers")),
+        edge_src=t(cat("edge_src") + edge_offset),
+        edge_dst=t(cat("edge_dst") + edge_offset),
+        edge_length=t(cat("edge_length"), torch.float32),
+        orbit_index=t(cat("orbit_index") + np.repeat(orbit_offset, n_atoms)),
+        wyckoff_index=t(cat("wyckoff_index")),
+        site_symmetry_order=t(cat("site_symmetry_order")),
+        crystal_index=t(np.repeat(np.arange(len(graphs)), n_atoms)),
+        orbit_crystal=t(np.repeat(np.arange(len(graphs)), n_orbits)),
+        crystal_system=t(np.array([g.crystal_system for g in graphs])),
+        point_group=t(np.array([g.point_group for g in graphs])),
+        n_crystals=len(graphs),
+        n_orbits=int(n_orbits.sum()),
+    )
+
+
+#: Fixed element descriptors, from pymatgen's element data (then standardised).
+ELEMENT_DESCRIPTORS = (
+    "X",
+    "row",
+    "group",
+    "atomic_radius",
+    "atomic_mass",
+    "mendeleev_no",
+    "ionization_energy",
+    "electron_affinity",
+    "block_s",
+    "block_p",
+    "block_d",
+    "block_f",
+    "valence_s",
+    "valence_p",
+    "valence_d",
+    "valence_f",
+)
+
+
+@lru_cache(maxsize=1)
+def element_descriptor_table() -> np.ndarray:
+    """(MAX_Z + 1, D) float32 table of standardised element descriptors; row 0 is unused.
+
+    Missing values (e.g. no electronegativity for noble gases) are filled with the
+    column mean, i.e. 0 after standardisation.
+    """
+    table = np.full((MAX_Z + 1, len(ELEMENT_DESCRIPTORS)), np.nan, dtype=np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for z in range(1, MAX_Z + 1):
+            el = Element.from_Z(z)
+            row = [
+                _safe(lambda: el.X),
+                float(el.row),
+                float(el.group),
+                _safe(lambda: el.atomic_radius),
+                _safe(lambda: el.atomic_mass),
+                _safe(lambda: el.mendeleev_no),
+                _safe(lambda: el.ionization_energy),
+                _safe(lambda: el.electron_affinity),
+                *[float(el.block == b) for b in "spdf"],
+                *_valence_counts(el),
+            ]
+            table[z] = row
+    mean = np.nanmean(table[1:], axis=0)
+    std = np.nanstd(table[1:], axis=0)
+    std[std == 0] = 1.0
+    table = (table - mean) / std
+    table[np.isnan(table)] = 0.0
+    table[0] = 0.0
+    return table.astype(np.float32)
+
+
+def _safe(get) -> float:
+    try:
+        v = get()
+        v = float(v) if v is not None else np.nan
+        return v if np.isfinite(v) else np.nan
+    except Exception:
+        return np.nan
+
+
+def _valence_counts(el: Element) -> list[float]:
+    """Electrons in the outermost s, p, d, f sub-shells (by the element's ground-state configuration)."""
+    counts = {"s": 0.0, "p": 0.0, "d": 0.0, "f": 0.0}
+    try:
+        shells = el.full_electronic_structure
+    except Exception:
+        return [np.nan] * 4
+    max_n = max(n for n, _, _ in shells)
+    for n, l, e in shells:
+        # outer s/p shell; d and f from the shells that are still filling
+        if (l in "sp" and n == max_n) or (l == "d" and n >= max_n - 1) or (l == "f" and n >= max_n - 2):
+            counts[l] += e
+    return [counts[k] for k in "spdf"]

@@ -1,0 +1,346 @@
+"""SEN: the symmetry-enhanced equivariance network, top to bottom in one file.
+
+Data flow (shapes: N atoms, E edges, O Wyckoff orbits, B crystals, K capsules, T targets):
+
+    atoms + edges --3 gated edge convolutions-->        h (N, W)   joint structure-chemistry
+    h + orbits + site/crystal symmetry --orbit pool-->  h (N, W)   symmetry perception
+    h --primary capsules-->                             u (N, D), a (N,)
+    scale 1: atoms -> K pattern capsules (routing by agreement)     routing (N, K)
+    scale 2: self-attention among the K pattern capsules            attention (B, K, K)
+    scale 3: pattern capsules -> one output capsule per target      output routing (B, T, K)
+    heads: formation energy (eV/atom); band gap (eV, >= 0, metal gate)
+
+Every crystal-level quantity is a mean or a normalised weighted mean over atoms,
+so predictions do not change with the choice of cell (primitive, conventional,
+supercell); there is no batch normalisation, so no crystal depends on its batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sen.graph import ELEMENT_DESCRIPTORS, MAX_Z, GraphBatch, element_descriptor_table
+from sen.symmetry import CRYSTAL_SYSTEMS, POINT_GROUPS, WYCKOFF_LETTERS
+
+TARGETS = ("formation_energy_per_atom", "band_gap")
+TARGET_UNITS = {"formation_energy_per_atom": "eV/atom", "band_gap": "eV"}
+
+
+@dataclass
+class SENConfig:
+    """Hyper-parameters of the network (stored with every checkpoint)."""
+
+    width: int = 96
+    n_conv: int = 3
+    n_rbf: int = 40
+    cutoff: float = 8.0  # Å, must match the featuriser's cutoff
+    n_capsules: int = 8
+    capsule_dim: int = 16
+    capsule_width: int = 64
+    attention_heads: int = 4
+    routing_iterations: int = 3
+    targets: tuple[str, ...] = TARGETS
+    # standardisation of targets, set from the training data: {target: (mean, std)}
+    target_stats: dict[str, tuple[float, float]] = field(
+        default_factory=lambda: {"formation_energy_per_atom": (-1.4, 1.2), "band_gap": (1.3, 1.6)}
+    )
+
+    def to_dict(self) -> dict:
+        """Plain-Python form for checkpoints (``torch.load(weights_only=True)`` safe)."""
+        d = asdict(self)
+        d["targets"] = list(self.targets)
+        d["target_stats"] = {k: [float(v[0]), float(v[1])] for k, v in self.target_stats.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SENConfig:
+        """Inverse of :meth:`to_dict`; ignores unknown keys."""
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        known["targets"] = tuple(known.get("targets", TARGETS))
+        if "target_stats" in known:
+            known["target_stats"] = {k: (float(v[0]), float(v[1])) for k, v in known["target_stats"].items()}
+        return cls(**known)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def scatter_sum(src: torch.Tensor, index: torch.Tensor, dim_size: int) -> torch.Tensor:
+    """Sum rows of ``src`` into ``dim_size`` buckets given by ``index``."""
+    out = src.new_zeros((dim_size, *src.shape[1:]))
+    return out.index_add_(0, index, src)
+
+
+def scatter_mean(src: torch.Tensor, index: torch.Tensor, dim_size: int) -> torch.Tensor:
+    """Mean of rows of ``src`` per bucket (empty buckets give 0)."""
+    total = scatter_sum(src, index, dim_size)
+    count = scatter_sum(torch.ones_like(index, dtype=src.dtype), index, dim_size).clamp_min(1)
+    return total / count.view(-1, *([1] * (src.dim() - 1)))
+
+
+def squash(s: torch.Tensor, dim: int = -1, eps: float = 1e-8) -> torch.Tensor:
+    """Capsule non-linearity: keeps direction, maps length into [0, 1)."""
+    sq = (s * s).sum(dim, keepdim=True)
+    return s * (sq / (1.0 + sq)) / torch.sqrt(sq + eps)
+
+
+class DistanceExpansion(nn.Module):
+    """Gaussian basis of interatomic distances times a smooth cosine cutoff (goes to 0 at the cutoff)."""
+
+    def __init__(self, n_rbf: int, cutoff: float):
+        super().__init__()
+        self.cutoff = cutoff
+        self.register_buffer("centers", torch.linspace(0.0, cutoff, n_rbf))
+        self.gamma = (n_rbf / cutoff) ** 2 / 2.0
+
+    def forward(self, d: torch.Tensor) -> torch.Tensor:  # (E,) -> (E, n_rbf)
+        envelope = 0.5 * (torch.cos(math.pi * d.clamp(max=self.cutoff) / self.cutoff) + 1.0)
+        return torch.exp(-self.gamma * (d[:, None] - self.centers) ** 2) * envelope[:, None]
+
+
+class AtomEmbedding(nn.Module):
+    """Learned per-element embedding plus projected fixed element descriptors."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.embed = nn.Embedding(MAX_Z + 1, width)
+        self.register_buffer("descriptors", torch.from_numpy(element_descriptor_table()))
+        self.project = nn.Linear(len(ELEMENT_DESCRIPTORS), width)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:  # (N,) -> (N, W)
+        return self.embed(z) + self.project(self.descriptors[z])
+
+
+# ----------------------------------------------------------------------------- blocks
+
+
+class EdgeGatedConv(nn.Module):
+    """Gated edge-conditioned convolution with an edge update and residuals.
+
+    message(j -> i) = sigmoid(gate) * silu(core), [gate, core] = A h_i + B h_j + C e_ij
+    """
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.dst = nn.Linear(width, 2 * width)
+        self.src = nn.Linear(width, 2 * width, bias=False)
+        self.edge = nn.Linear(width, 2 * width, bias=False)
+        self.node_norm = nn.LayerNorm(width)
+        self.node_out = nn.Linear(width, width)
+        self.edge_out = nn.Linear(width, width)
+
+    def forward(self, h, e, src, dst):  # h (N, W), e (E, W)
+        # Linear maps of node features are done per node, then gathered (cheaper than per edge).
+        z = self.dst(h)[dst] + self.src(h)[src] + self.edge(e)  # (E, 2W)
+        gate, core = z.chunk(2, dim=-1)
+        msg = torch.sigmoid(gate) * F.silu(core)  # (E, W)
+        agg = scatter_sum(msg, dst, h.shape[0])  # (N, W)
+        h = h + self.node_out(F.silu(self.node_norm(agg)))
+        e = e + self.edge_out(msg)
+        return h, e
+
+
+class SymmetryPerception(nn.Module):
+    """Pool atoms over each Wyckoff orbit, add site and crystal symmetry, feed the orbit back to its atoms."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.wyckoff = nn.Embedding(len(WYCKOFF_LETTERS) + 1, width)
+        self.site_order = nn.Linear(1, width)
+        self.crystal_system = nn.Embedding(len(CRYSTAL_SYSTEMS), width)
+        self.point_group = nn.Embedding(len(POINT_GROUPS), width)
+        self.orbit_mlp = nn.Sequential(
+            nn.Linear(3 * width, width), nn.SiLU(), nn.Linear(width, width), nn.LayerNorm(width)
+        )
+        self.to_atoms = nn.Linear(width, width)
+
+    def forward(self, h: torch.Tensor, batch: GraphBatch) -> torch.Tensor:
+        site = self.wyckoff(batch.wyckoff_index) + self.site_order(
+            torch.log(batch.site_symmetry_order.to(h.dtype))[:, None]
+        )  # (N, W), identical inside an orbit
+        orbit_h = scatter_mean(h, batch.orbit_index, batch.n_orbits)  # (O, W)
+        orbit_site = scatter_mean(site, batch.orbit_index, batch.n_orbits)  # (O, W)
+        crystal = self.crystal_system(batch.crystal_system) + self.point_group(batch.point_group)  # (B, W)
+        orbit = self.orbit_mlp(torch.cat([orbit_h, orbit_site, crystal[batch.orbit_crystal]], dim=-1))
+        return h + self.to_atoms(orbit)[batch.orbit_index]
+
+
+class CapsuleRouting(nn.Module):
+    """Scale 1: atoms -> K pattern capsules by iterative routing-by-agreement.
+
+    Each atom i emits a pose u_i (squashed) and an activation a_i; capsule k receives
+    vote W_k u_i. Routing coefficients r_ik are a softmax over capsules (rows sum to 1)
+    of a learned prior plus the agreement <vote, capsule pose>. Capsule poses are
+    activation-weighted means of votes over the atoms of each crystal.
+    """
+
+    def __init__(self, width: int, n_capsules: int, capsule_dim: int, iterations: int):
+        super().__init__()
+        self.iterations = iterations
+        self.pose = nn.Linear(width, capsule_dim)
+        self.activation = nn.Linear(width, 1)
+        self.prior = nn.Linear(width, n_capsules)
+        self.votes = nn.Parameter(torch.randn(n_capsules, capsule_dim, capsule_dim) / math.sqrt(capsule_dim))
+
+    def forward(self, h: torch.Tensor, crystal: torch.Tensor, n_crystals: int):
+        u = squash(self.pose(h))  # (N, D)
+        a = torch.sigmoid(self.activation(h)).squeeze(-1)  # (N,)
+        votes = torch.einsum("nd,kde->nke", u, self.votes)  # (N, K, D)
+        prior = self.prior(h)  # (N, K)
+        logits = prior
+        for it in range(self.iterations):
+            r = torch.softmax(logits, dim=-1)  # (N, K)
+            w = r * a[:, None]  # (N, K)
+            mass = scatter_sum(w, crystal, n_crystals)  # (B, K)
+            pose = scatter_sum(w[..., None] * votes, crystal, n_crystals) / (mass[..., None] + 1e-6)
+            pose = squash(pose)  # (B, K, D)
+            if it < self.iterations - 1:
+                logits = prior + (votes * pose[crystal]).sum(-1)  # agreement
+        total = scatter_sum(a, crystal, n_crystals).clamp_min(1e-6)  # (B,)
+        capsule_activation = mass / total[:, None]  # (B, K), sums to 1 over capsules
+        # share of capsule k's pose that comes from atom i (sums to 1 over a crystal's atoms)
+        share = w / (mass[crystal] + 1e-6)  # (N, K)
+        return pose, capsule_activation, r, share
+
+
+class CapsuleTransformer(nn.Module):
+    """Scale 2: self-attention among the K pattern capsules of each crystal."""
+
+    def __init__(self, n_capsules: int, capsule_dim: int, width: int, heads: int):
+        super().__init__()
+        self.inp = nn.Linear(capsule_dim + 1, width)
+        self.identity = nn.Parameter(torch.randn(n_capsules, width) * 0.02)
+        self.norm1 = nn.LayerNorm(width)
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.norm2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, 2 * width), nn.SiLU(), nn.Linear(2 * width, width))
+
+    def forward(self, pose: torch.Tensor, activation: torch.Tensor):  # (B, K, D), (B, K)
+        x = self.inp(torch.cat([pose, activation[..., None]], dim=-1)) + self.identity  # (B, K, C)
+        y = self.norm1(x)
+        y, attention = self.attn(y, y, y, need_weights=True, average_attn_weights=True)  # attention (B, K, K)
+        x = x + y
+        x = x + self.mlp(self.norm2(x))
+        return x, attention
+
+
+class OutputCapsules(nn.Module):
+    """Scale 3: pattern capsules -> one output capsule per target (activation-weighted attention)."""
+
+    def __init__(self, width: int, n_targets: int):
+        super().__init__()
+        self.queries = nn.Parameter(torch.randn(n_targets, width) * 0.02)
+        self.key = nn.Linear(width, width)
+        self.value = nn.Linear(width, width)
+        self.scale = 1.0 / math.sqrt(width)
+
+    def forward(self, x: torch.Tensor, activation: torch.Tensor):  # (B, K, C), (B, K)
+        logits = torch.einsum("tc,bkc->btk", self.queries, self.key(x)) * self.scale
+        logits = logits + torch.log(activation + 1e-6)[:, None, :]
+        coupling = torch.softmax(logits, dim=-1)  # (B, T, K)
+        return torch.einsum("btk,bkc->btc", coupling, self.value(x)), coupling
+
+
+class TargetHeads(nn.Module):
+    """Per-target MLP heads returning physical units.
+
+    ``formation_energy_per_atom`` is de-standardised; ``band_gap`` has a metal /
+    non-metal gate: the network predicts P(gap > 0) and a positive gap amplitude; the
+    reported gap is the amplitude when P(gap > 0) >= 0.5 and exactly 0 otherwise.
+    """
+
+    def __init__(self, in_dim: int, targets: tuple[str, ...], target_stats: dict[str, tuple[float, float]]):
+        super().__init__()
+        self.targets = targets
+        self.heads = nn.ModuleDict(
+            {
+                t: nn.Sequential(
+                    nn.Linear(in_dim, in_dim), nn.SiLU(), nn.Linear(in_dim, 2 if t == "band_gap" else 1)
+                )
+                for t in targets
+            }
+        )
+        stats = torch.tensor([target_stats.get(t, (0.0, 1.0)) for t in targets], dtype=torch.float32)
+        self.register_buffer("target_mean", stats[:, 0].clone())
+        self.register_buffer("target_std", stats[:, 1].clone())
+
+    def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:  # (B, T, F) -> {name: (B,)}
+        out: dict[str, torch.Tensor] = {}
+        for j, t in enumerate(self.targets):
+            raw = self.heads[t](features[:, j])
+            if t == "band_gap":
+                logit, amp = raw[:, 0], raw[:, 1]
+                amplitude = F.softplus(amp + 1.0) * self.target_std[j]  # eV, > 0
+                out["band_gap_logit"] = logit
+                out["band_gap_amplitude"] = amplitude
+                out["metal_probability"] = torch.sigmoid(-logit)
+                out["band_gap"] = torch.where(logit >= 0, amplitude, torch.zeros_like(amplitude))
+            else:
+                out[t] = raw[:, 0] * self.target_std[j] + self.target_mean[j]
+        return out
+
+
+# ----------------------------------------------------------------------------- the network
+
+
+class SEN(nn.Module):
+    """The symmetry-enhanced equivariance network."""
+
+    def __init__(self, config: SENConfig | None = None):
+        super().__init__()
+        self.config = config = config or SENConfig()
+        w = config.width
+        self.atoms = AtomEmbedding(w)
+        self.distances = DistanceExpansion(config.n_rbf, config.cutoff)
+        self.edge_embed = nn.Linear(config.n_rbf, w)
+        self.convs = nn.ModuleList([EdgeGatedConv(w) for _ in range(config.n_conv)])
+        self.symmetry = SymmetryPerception(w)
+        self.routing = CapsuleRouting(w, config.n_capsules, config.capsule_dim, config.routing_iterations)
+        self.capsules = CapsuleTransformer(
+            config.n_capsules, config.capsule_dim, config.capsule_width, config.attention_heads
+        )
+        self.outputs = OutputCapsules(config.capsule_width, len(config.targets))
+        self.atom_readout = nn.Linear(w, config.capsule_width)
+        self.heads = TargetHeads(2 * config.capsule_width, config.targets, config.target_stats)
+
+    def forward(self, batch: GraphBatch, explain: bool = False) -> dict[str, torch.Tensor]:
+        """Predict every target for every crystal in ``batch``.
+
+        Returns a dict of (B,) tensors: ``formation_energy_per_atom`` (eV/atom),
+        ``band_gap`` (eV), ``metal_probability``; with ``explain=True`` also
+        ``routing`` (N, K, rows sum to 1), ``capsule_attention`` (B, K, K),
+        ``capsule_activation`` (B, K), ``output_routing`` (B, T, K) and
+        ``atom_contributions`` (N, T): each prediction split over atoms by routing flow.
+        """
+        h = self.atoms(batch.atomic_numbers)  # (N, W)
+        e = self.edge_embed(self.distances(batch.edge_length))  # (E, W)
+        for conv in self.convs:
+            h, e = conv(h, e, batch.edge_src, batch.edge_dst)
+        h = self.symmetry(h, batch)
+        pose, activation, routing, share = self.routing(h, batch.crystal_index, batch.n_crystals)
+        x, attention = self.capsules(pose, activation)  # (B, K, C), (B, K, K)
+        out_caps, coupling = self.outputs(x, activation)  # (B, T, C), (B, T, K)
+        pooled = self.atom_readout(scatter_mean(h, batch.crystal_index, batch.n_crystals))  # (B, C)
+        features = torch.cat([out_caps, pooled[:, None, :].expand_as(out_caps)], dim=-1)  # (B, T, 2C)
+        out = self.heads(features)
+        if explain:
+            flow = torch.einsum("nk,ntk->nt", share, coupling[batch.crystal_index])  # (N, T)
+            preds = torch.stack([out[t] for t in self.config.targets], dim=-1)  # (B, T)
+            out.update(
+                routing=routing,
+                capsule_attention=attention,
+                capsule_activation=activation,
+                output_routing=coupling,
+                atom_contributions=flow * preds[batch.crystal_index],
+            )
+        return out
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

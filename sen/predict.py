@@ -1,0 +1,189 @@
+"""The public API: ``Predictor.load()``, ``predict(structures)``, ``explain(structure)``.
+
+Units: ``band_gap`` in eV (PBE/GGA+U level, never negative), ``formation_energy_per_atom``
+in eV/atom. Runs on CUDA when present, otherwise on the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from pymatgen.core import Structure
+
+from sen.errors import StructureError
+from sen.graph import GraphConfig, build_graph, collate
+from sen.io import DEFAULT_MAX_ATOMS, validate_structure
+from sen.model import SEN, SENConfig
+from sen.symmetry import SymmetryReport, analyze_symmetry
+from sen.train import load_model, pick_device
+
+MODELS_DIR = Path(os.environ.get("SEN_MODELS_DIR", Path(__file__).resolve().parent.parent / "models"))
+DEFAULT_MODEL = "sen_mp"
+
+
+class Predictor:
+    """A trained SEN model ready to predict band gaps and formation energies."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        graph_config: GraphConfig | None = None,
+        card: dict | None = None,
+        device: torch.device | str | None = None,
+        name: str = "untrained",
+        path: Path | None = None,
+    ):
+        self.device = pick_device("auto") if device is None else torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.graph_config = graph_config or getattr(model, "graph_config", None) or GraphConfig()
+        self.card = card or {}
+        self.name = name
+        self.path = path  # the model.pt this predictor was loaded from, if any
+        self.max_atoms = DEFAULT_MAX_ATOMS  # bound the work one call can trigger
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """Names of the predicted properties."""
+        return tuple(self.model.config.targets)
+
+    @classmethod
+    def load(cls, name_or_path: str | Path = DEFAULT_MODEL, device: str | None = None) -> Predictor:
+        """Load shipped weights (a name under ``models/``) or a ``model.pt`` / folder path.
+
+        Raises:
+            FileNotFoundError: no weights there (the message says how to get them).
+        """
+        path = Path(name_or_path)
+        if not path.exists():
+            path = MODELS_DIR / str(name_or_path)
+        if path.is_dir():
+            path = path / "model.pt"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no model weights at {path}; train some with `sen train` or pass the path of a model.pt"
+            )
+        dev = pick_device(device or "auto")
+        model = load_model(path, dev)
+        card_path = path.parent / "metrics.json"
+        card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+        return cls(model, model.graph_config, card, dev, name=path.parent.name, path=path)
+
+    @classmethod
+    def untrained(cls, config: SENConfig | None = None, seed: int = 0, device: str | None = None) -> Predictor:
+        """A Predictor with freshly initialised weights (for tests and demos of the machinery)."""
+        torch.manual_seed(seed)
+        return cls(SEN(config), device=device or "cpu")
+
+    # ------------------------------------------------------------------ prediction
+
+    def _graphs(self, structures: Sequence[Structure], symprec: float | None = None):
+        cfg = self.graph_config
+        if symprec is not None:
+            cfg = GraphConfig(cfg.cutoff, cfg.max_neighbors, cfg.tie_tolerance, symprec, cfg.angle_tolerance)
+        graphs, reports = [], []
+        for s in structures:
+            if not isinstance(s, Structure):
+                raise StructureError(f"expected a pymatgen Structure, got {type(s).__name__}")
+            validate_structure(s, max_atoms=self.max_atoms)
+            report = analyze_symmetry(s, cfg.symprec, cfg.angle_tolerance)
+            graphs.append(build_graph(s, cfg, report))
+            reports.append(report)
+        return graphs, reports
+
+    @torch.no_grad()
+    def predict(self, structures: Structure | Sequence[Structure], batch_size: int = 64) -> list[dict]:
+        """Predict for one or many structures; one dict per structure.
+
+        Each dict has ``band_gap`` (eV), ``formation_energy_per_atom`` (eV/atom),
+        ``metal_probability`` (0-1, probability that the gap is 0), ``is_metal``, and the
+        space group SEN was given (``space_group_symbol``, ``space_group_number``).
+        """
+        if isinstance(structures, Structure):
+            structures = [structures]
+        structures = list(structures)
+        results: list[dict] = []
+        for start in range(0, len(structures), batch_size):
+            graphs, reports = self._graphs(structures[start : start + batch_size])
+            out = self.model(collate(graphs).to(self.device))
+            for row, report in zip(self._rows(out, len(graphs)), reports):
+                row.update(space_group_symbol=report.space_group_symbol, space_group_number=report.space_group_number)
+                results.append(row)
+        return results
+
+    def _rows(self, out: dict[str, torch.Tensor], n: int) -> list[dict]:
+        rows = []
+        for i in range(n):
+            row = {t: float(out[t][i]) for t in self.targets}
+            if "metal_probability" in out:
+                row["metal_probability"] = float(out["metal_probability"][i])
+                row["is_metal"] = bool(row.get("band_gap", 1.0) == 0.0)
+            rows.append(row)
+        return rows
+
+    @torch.no_grad()
+    def explain(self, structure: Structure, symprec: float | None = None) -> dict:
+        """Prediction plus the symmetry SEN was given and the capsule-routing matrices.
+
+        Returns a dict with the keys of :meth:`predict` and:
+
+        * ``symmetry`` (:class:`~sen.symmetry.SymmetryReport`), ``space_group_symbol``,
+          ``space_group_number``, ``crystal_system``, ``point_group``;
+        * ``orbit_index`` (N,) and ``wyckoff_labels`` (N,) such as ``"O 3c"``;
+        * ``routing`` (N, K; rows sum to 1), ``orbit_routing`` (O, K, mean over each orbit),
+          ``capsule_attention`` (K, K), ``capsule_activation`` (K,), ``output_routing``
+          (T, K), ``atom_contributions`` (N, T; each prediction split over atoms by routing flow);
+        * ``routing_spread``: largest deviation of a routing row from its orbit's mean
+          (0 when the network routes symmetry-equivalent atoms identically);
+        * ``orbit_capsule_mutual_information`` (bits) between each atom's orbit and its
+          dominant capsule, and ``orbit_entropy`` (bits), its upper bound.
+        """
+        graphs, reports = self._graphs([structure], symprec)
+        out = self.model(collate(graphs).to(self.device), explain=True)
+        if "routing" not in out:
+            raise ValueError(f"the {type(self.model).__name__} model has no capsule routing to explain")
+        result = self._rows(out, 1)[0]
+        report: SymmetryReport = reports[0]
+        routing = out["routing"].cpu().numpy()
+        orbit = report.orbit_index
+        orbit_routing = np.stack([routing[orbit == k].mean(0) for k in range(report.n_orbits)])
+        dominant = routing.argmax(1)
+        mi, h_orbit = mutual_information(orbit, dominant)
+        result.update(
+            symmetry=report,
+            space_group_symbol=report.space_group_symbol,
+            space_group_number=report.space_group_number,
+            crystal_system=report.crystal_system,
+            point_group=report.point_group,
+            orbit_index=orbit,
+            wyckoff_labels=report.orbit_labels,
+            routing=routing,
+            orbit_routing=orbit_routing,
+            capsule_attention=out["capsule_attention"][0].cpu().numpy(),
+            capsule_activation=out["capsule_activation"][0].cpu().numpy(),
+            output_routing=out["output_routing"][0].cpu().numpy(),
+            atom_contributions=out["atom_contributions"].cpu().numpy(),
+            dominant_capsule=dominant,
+            routing_spread=float(np.abs(routing - orbit_routing[orbit]).max()),
+            orbit_capsule_mutual_information=mi,
+            orbit_entropy=h_orbit,
+        )
+        return result
+
+
+def mutual_information(labels_a: np.ndarray, labels_b: np.ndarray) -> tuple[float, float]:
+    """Mutual information I(A; B) and entropy H(A), in bits, of two label arrays."""
+    a = np.unique(labels_a, return_inverse=True)[1]
+    b = np.unique(labels_b, return_inverse=True)[1]
+    joint = np.zeros((a.max() + 1, b.max() + 1))
+    np.add.at(joint, (a, b), 1.0)
+    joint /= joint.sum()
+    pa, pb = joint.sum(1), joint.sum(0)
+    nz = joint > 0
+    mi = float((joint[nz] * np.log2(joint[nz] / (pa[:, None] * pb[None, :])[nz])).sum())
+    h = float(-(pa[pa > 0] * np.log2(pa[pa > 0])).sum())
+    return max(mi, 0.0), h
