@@ -30,7 +30,8 @@ class CGCNNConv(nn.Module):
         z = self.bn1(self.lin(torch.cat([h[dst], h[src], e], dim=-1)))
         gate, core = z.chunk(2, dim=-1)
         agg = scatter_sum(torch.sigmoid(gate) * F.softplus(core), dst, h.shape[0])
-        return F.softplus(h + self.bn2(agg))
+        # BatchNorm cannot take batch statistics of a lone atom (a batch of one elemental crystal)
+        return F.softplus(h + (self.bn2(agg) if agg.shape[0] > 1 or not self.training else agg))
 
 
 @dataclass

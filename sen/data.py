@@ -192,7 +192,10 @@ def _featurise_one(args: tuple[RawRecord, GraphConfig, int]) -> tuple[str, Cryst
 
             from sen.io import validate_structure
 
-            structure = Structure.from_dict(rec.structure)
+            try:
+                structure = Structure.from_dict(rec.structure)
+            except Exception:  # KeyError, ValueError, TypeError for a malformed dict
+                raise StructureError("could not read this pymatgen Structure dict") from None
             validate_structure(structure, max_atoms=max_atoms)
         else:
             structure = read_structure(rec.structure.encode("utf-8"), fmt="cif", max_atoms=max_atoms)
@@ -238,7 +241,7 @@ class PackedGraphs:
     n_edges: np.ndarray  # (C,)
     atomic_numbers: np.ndarray
     orbit_index: np.ndarray
-    wyckoff_index: np.ndarray
+    site_point_group: np.ndarray
     site_symmetry_order: np.ndarray
     edge_src: np.ndarray
     edge_dst: np.ndarray
@@ -263,7 +266,7 @@ class PackedGraphs:
             edge_dst=self.edge_dst[e0:e1],
             edge_length=self.edge_length[e0:e1],
             orbit_index=self.orbit_index[a0:a1],
-            wyckoff_index=self.wyckoff_index[a0:a1],
+            site_point_group=self.site_point_group[a0:a1],
             site_symmetry_order=self.site_symmetry_order[a0:a1],
             crystal_system=int(self.crystal_system[i]),
             point_group=int(self.point_group[i]),
@@ -286,7 +289,7 @@ class PackedGraphs:
             n_edges=np.array([len(g.edge_src) for g in graphs], dtype=np.int64),
             atomic_numbers=cat("atomic_numbers", np.int16),
             orbit_index=cat("orbit_index", np.int32),
-            wyckoff_index=cat("wyckoff_index", np.int16),
+            site_point_group=cat("site_point_group", np.int16),
             site_symmetry_order=cat("site_symmetry_order", np.int16),
             edge_src=cat("edge_src", np.int32),
             edge_dst=cat("edge_dst", np.int32),
@@ -298,7 +301,7 @@ class PackedGraphs:
     def save(self, path: Path) -> None:
         """Write to an ``.npz`` file (no pickles)."""
         arrays = {k: v for k, v in self.__dict__.items() if isinstance(v, np.ndarray) and not k.startswith("_")}
-        tmp = path.with_suffix(".tmp.npz")
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")  # concurrent writers never share a temp file
         np.savez(tmp, target_names=np.array(self.target_names, dtype=str), **arrays)
         os.replace(tmp, path)
 
@@ -339,6 +342,8 @@ def load_dataset(
     featuriser settings, so a changed file or setting triggers a fresh featurisation.
     """
     path = Path(path)
+    if not path.exists():  # before the cache key, which reads the files' sizes
+        raise DatasetError(f"dataset not found: {path}")
     graph_config = graph_config or GraphConfig()
     fmt = fmt or detect_dataset_format(path)
     cache_file = report_file = None
@@ -378,8 +383,11 @@ def load_dataset(
     packed = PackedGraphs.pack(ids, graphs, tvals, targets)
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
+        # the report first, both atomically: a reader that finds both files gets a complete pair
+        tmp_report = report_file.with_name(f"{report_file.name}.{os.getpid()}.tmp")
+        tmp_report.write_text(json.dumps(report.to_dict(), indent=1))
+        os.replace(tmp_report, report_file)
         packed.save(cache_file)
-        report_file.write_text(json.dumps(report.to_dict(), indent=1))
     return packed, report
 
 

@@ -23,7 +23,7 @@ from sen.symmetry import (
     analyze_symmetry,
     crystal_system_index,
     point_group_index,
-    wyckoff_letter_index,
+    site_point_group_index,
 )
 
 DEFAULT_CUTOFF = 8.0  # Å
@@ -48,7 +48,7 @@ class GraphConfig:
         """A short string that changes whenever the features would change."""
         return (
             f"c{self.cutoff:g}-k{self.max_neighbors}-t{self.tie_tolerance:g}"
-            f"-s{self.symprec:g}-a{self.angle_tolerance:g}-v1"
+            f"-s{self.symprec:g}-a{self.angle_tolerance:g}-v2"
         )
 
 
@@ -61,7 +61,7 @@ class CrystalGraph:
     edge_dst: np.ndarray  # (E,) int
     edge_length: np.ndarray  # (E,) float32, Å
     orbit_index: np.ndarray  # (N,) int, Wyckoff orbit of each atom within this crystal
-    wyckoff_index: np.ndarray  # (N,) int, Wyckoff letter (0 = a)
+    site_point_group: np.ndarray  # (N,) int, point group of each atom's site (index into POINT_GROUPS)
     site_symmetry_order: np.ndarray  # (N,) int, order of each atom's site-symmetry group
     crystal_system: int  # index into sen.symmetry.CRYSTAL_SYSTEMS
     point_group: int  # index into sen.symmetry.POINT_GROUPS
@@ -123,7 +123,7 @@ def build_graph(
         edge_dst=dst,
         edge_length=length,
         orbit_index=symmetry.orbit_index.astype(np.int64),
-        wyckoff_index=np.array([wyckoff_letter_index(w) for w in symmetry.wyckoff_letters], dtype=np.int64),
+        site_point_group=np.array([site_point_group_index(s) for s in symmetry.site_symmetry_symbols], dtype=np.int64),
         site_symmetry_order=symmetry.site_symmetry_order.astype(np.int64),
         crystal_system=crystal_system_index(symmetry.crystal_system),
         point_group=point_group_index(symmetry.point_group),
@@ -139,7 +139,7 @@ class GraphBatch:
     edge_dst: torch.Tensor  # (E,)
     edge_length: torch.Tensor  # (E,)
     orbit_index: torch.Tensor  # (N,) global orbit id across the batch
-    wyckoff_index: torch.Tensor  # (N,)
+    site_point_group: torch.Tensor  # (N,)
     site_symmetry_order: torch.Tensor  # (N,)
     crystal_index: torch.Tensor  # (N,) which crystal each atom belongs to
     orbit_crystal: torch.Tensor  # (O,) which crystal each orbit belongs to
@@ -177,7 +177,7 @@ def collate(graphs: list[CrystalGraph]) -> GraphBatch:
         edge_dst=t(cat("edge_dst") + edge_offset),
         edge_length=t(cat("edge_length"), torch.float32),
         orbit_index=t(cat("orbit_index") + np.repeat(orbit_offset, n_atoms)),
-        wyckoff_index=t(cat("wyckoff_index")),
+        site_point_group=t(cat("site_point_group")),
         site_symmetry_order=t(cat("site_symmetry_order")),
         crystal_index=t(np.repeat(np.arange(len(graphs)), n_atoms)),
         orbit_crystal=t(np.repeat(np.arange(len(graphs)), n_orbits)),

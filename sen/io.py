@@ -68,7 +68,7 @@ def read_structure(
 
     Args:
         source: a path (``str`` or ``Path``) to a structure file, the raw ``bytes`` of
-            an uploaded file, or the file's text (a ``str`` containing a newline).
+            an uploaded file, or the file's text (a ``str`` containing a newline, or JSON text).
         filename: the original file name, used to pick the format for bytes/text.
         fmt: force a format: one of ``cif``, ``poscar``, ``extxyz``, ``json``.
         max_atoms: refuse structures with more atoms per cell than this.
@@ -93,12 +93,16 @@ def read_structure(
 def _load_bytes(source: str | Path | bytes, filename: str | None, max_bytes: int) -> tuple[bytes, str | None]:
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
-    elif isinstance(source, str) and "\n" in source:
-        data = source.encode("utf-8")
+    elif isinstance(source, str) and ("\n" in source or source.lstrip().startswith(("{", "["))):
+        data = source.encode("utf-8")  # file content (one-line JSON has no newline)
     elif isinstance(source, (str, Path)):
         path = Path(source)
-        if not path.is_file():
-            raise StructureError(f"file not found: {path}")
+        try:
+            found = path.is_file()
+        except OSError:  # e.g. a name too long to be a path
+            found = False
+        if not found:
+            raise StructureError(f"file not found: {str(path)[:200]}")
         size = path.stat().st_size
         if size > max_bytes:
             raise StructureError(_too_big(size, max_bytes))
@@ -112,7 +116,14 @@ def _load_bytes(source: str | Path | bytes, filename: str | None, max_bytes: int
 
 
 def _too_big(size: int, max_bytes: int) -> str:
-    return f"file is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.1f} MB limit; upload a single unit cell"
+    return f"file is {_file_size(size)}, over the {_file_size(max_bytes)} limit; upload a single unit cell"
+
+
+def _file_size(n: int) -> str:
+    """Human-readable size in binary units (the 5 MB default limit is 5 x 1024 x 1024 bytes)."""
+    if n >= 100 * 1024:
+        return f"{n / 1024**2:.1f} MB"
+    return f"{n / 1024:.1f} kB" if n >= 1024 else f"{n} bytes"
 
 
 def _decode(data: bytes, filename: str | None) -> str:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sen.graph import ELEMENT_DESCRIPTORS, MAX_Z, GraphBatch, element_descriptor_table
-from sen.symmetry import CRYSTAL_SYSTEMS, POINT_GROUPS, WYCKOFF_LETTERS
+from sen.symmetry import CRYSTAL_SYSTEMS, POINT_GROUPS
 
 TARGETS = ("formation_energy_per_atom", "band_gap")
 TARGET_UNITS = {"formation_energy_per_atom": "eV/atom", "band_gap": "eV"}
@@ -150,7 +150,8 @@ class SymmetryPerception(nn.Module):
 
     def __init__(self, width: int):
         super().__init__()
-        self.wyckoff = nn.Embedding(len(WYCKOFF_LETTERS) + 1, width)
+        # the site's point group, not its Wyckoff letter: letters depend on the choice of origin
+        self.site_group = nn.Embedding(len(POINT_GROUPS) + 1, width)
         self.site_order = nn.Linear(1, width)
         self.crystal_system = nn.Embedding(len(CRYSTAL_SYSTEMS), width)
         self.point_group = nn.Embedding(len(POINT_GROUPS), width)
@@ -160,7 +161,7 @@ class SymmetryPerception(nn.Module):
         self.to_atoms = nn.Linear(width, width)
 
     def forward(self, h: torch.Tensor, batch: GraphBatch) -> torch.Tensor:
-        site = self.wyckoff(batch.wyckoff_index) + self.site_order(
+        site = self.site_group(batch.site_point_group) + self.site_order(
             torch.log(batch.site_symmetry_order.to(h.dtype))[:, None]
         )  # (N, W), identical inside an orbit
         orbit_h = scatter_mean(h, batch.orbit_index, batch.n_orbits)  # (O, W)

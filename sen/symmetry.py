@@ -29,6 +29,12 @@ POINT_GROUPS = (
     "23", "m-3", "432", "-43m", "m-3m",
 )  # fmt: skip
 
+#: Order of each point group (number of its operations).
+POINT_GROUP_ORDERS = dict(
+    zip(POINT_GROUPS, (1, 2, 2, 2, 4, 4, 4, 8, 4, 4, 8, 8, 8, 8, 16, 3, 6, 6, 6, 12, 6, 6, 12, 12, 12, 12, 24,
+                       12, 24, 24, 24, 48), strict=True)
+)  # fmt: skip
+
 WYCKOFF_LETTERS = "abcdefghijklmnopqrstuvwxyzA"  # 'A' is alpha, the general position of Pmmm
 
 
@@ -69,7 +75,7 @@ class SymmetryReport:
     crystal_system: str
     symprec: float
     angle_tolerance: float
-    n_operations: int  # symmetry operations of the space group modulo the lattice of this cell
+    n_operations: int  # operations spglib finds for this cell (those that also map its lattice onto itself)
     wyckoff_letters: tuple[str, ...]  # per atom
     site_symmetry_symbols: tuple[str, ...]  # per atom
     orbit_index: np.ndarray  # per atom, 0..n_orbits-1
@@ -134,14 +140,18 @@ def analyze_symmetry(
         )
 
     n_ops = len(ds.rotations)
-    equivalent = np.asarray(ds.equivalent_atoms)
+    # Orbits under the whole space group. (``equivalent_atoms`` only uses the operations that
+    # also map this cell's lattice onto itself, so it splits orbits in e.g. a 1x1x2 supercell.)
+    equivalent = np.asarray(ds.crystallographic_orbits)
     # Number orbits by their first atom so the numbering follows the file's atom order.
     reps, orbit_index = np.unique(equivalent, return_inverse=True)
     orbit_sizes = np.bincount(orbit_index)
-    # Orbit-stabiliser: |G / T_cell| = |orbit in this cell| x |site-symmetry group|.
-    site_order = n_ops // orbit_sizes[orbit_index]
+    # Orbit-stabiliser in the primitive cell: |point group| = |orbit per primitive cell| x |site group|.
+    point_group_order = POINT_GROUP_ORDERS[ds.pointgroup]
+    primitive_cells = len(structure) // len(np.unique(ds.mapping_to_primitive))
+    site_order = point_group_order * primitive_cells // orbit_sizes[orbit_index]
     # Multiplicity as printed in International Tables: |G / T_conventional| / |site group|.
-    conv_ops = _conventional_operation_count(ds)
+    conv_ops = point_group_order * _CENTERING_TRANSLATIONS.get(ds.international[0], 1)
     orbits = []
     for k, rep in enumerate(reps):
         members = tuple(int(i) for i in np.flatnonzero(orbit_index == k))
@@ -170,17 +180,6 @@ def analyze_symmetry(
         site_symmetry_order=site_order.astype(np.int64),
         orbits=tuple(orbits),
     )
-
-
-def _conventional_operation_count(ds: spglib.spg.SpglibDataset) -> int:
-    """Operations of the space group modulo the conventional lattice (e.g. 192 for Fd-3m)."""
-    point_group_order = len(_unique_rotations(ds.rotations))
-    n_centering = _CENTERING_TRANSLATIONS.get(ds.international[0], 1)
-    return point_group_order * n_centering
-
-
-def _unique_rotations(rotations: np.ndarray) -> set[bytes]:
-    return {np.asarray(r, dtype=np.int64).tobytes() for r in rotations}
 
 
 # Lattice points per conventional cell, from the first letter of the Hermann-Mauguin symbol.
@@ -215,6 +214,31 @@ def point_group_index(symbol: str) -> int:
         return POINT_GROUPS.index(symbol.strip())
     except ValueError:
         return 0
+
+
+# Oriented site-symmetry symbols (dots removed) that name the same point group differently.
+_SITE_POINT_GROUP_ALIASES = {
+    "m2m": "mm2", "2mm": "mm2", "-4m2": "-42m", "321": "32", "312": "32", "3m1": "3m", "31m": "3m",
+    "-3m1": "-3m", "-31m": "-3m", "-62m": "-6m2", "m3": "m-3", "m3m": "m-3m",
+}  # fmt: skip
+
+
+def site_point_group(site_symmetry_symbol: str) -> str:
+    """The point group of a site from spglib's oriented site-symmetry symbol (``"4m.m"`` -> ``"4mm"``).
+
+    Unlike the Wyckoff letter, this does not depend on the choice of origin (NaCl's Na is 4a or
+    4b depending on where the origin sits; both sites are m-3m), so the network can take it as input.
+    Returns ``""`` for a symbol it does not recognise.
+    """
+    bare = site_symmetry_symbol.replace(".", "").strip()
+    bare = _SITE_POINT_GROUP_ALIASES.get(bare, bare)
+    return bare if bare in POINT_GROUPS else ""
+
+
+def site_point_group_index(site_symmetry_symbol: str) -> int:
+    """Index of a site's point group in :data:`POINT_GROUPS` (``len(POINT_GROUPS)`` if unrecognised)."""
+    name = site_point_group(site_symmetry_symbol)
+    return POINT_GROUPS.index(name) if name else len(POINT_GROUPS)
 
 
 def crystal_system_index(name: str) -> int:

@@ -194,10 +194,16 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    packed, report = load_dataset(
-        cfg.data, cfg.targets, fmt=cfg.data_format, graph_config=cfg.graph_config, cache_dir=cfg.cache_dir,
-        workers=cfg.workers, max_atoms=cfg.max_atoms, limit=cfg.limit, progress=cfg.progress and main,
-    )  # fmt: skip
+    if world > 1 and not main:
+        dist.barrier()  # rank 0 featurises and fills the cache first; the other ranks then read it
+    try:
+        packed, report = load_dataset(
+            cfg.data, cfg.targets, fmt=cfg.data_format, graph_config=cfg.graph_config, cache_dir=cfg.cache_dir,
+            workers=cfg.workers, max_atoms=cfg.max_atoms, limit=cfg.limit, progress=cfg.progress and main,
+        )  # fmt: skip
+    finally:
+        if world > 1 and main:
+            dist.barrier()
     if main:
         print(report)
     split = split_ids(packed.ids, seed=cfg.seed)
@@ -233,7 +239,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
             print(f"resumed from {last_path} at epoch {state['epoch']}")
     train_model = model
     if world > 1:
-        train_model = torch.nn.parallel.DistributedDataParallel(model)
+        # the last convolution's edge update feeds nothing, so some parameters get no gradient
+        train_model = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
 
     n_train = len(idx["train"])
     steps_per_epoch = max(1, math.ceil(n_train / (cfg.batch_size * world)))
@@ -244,9 +251,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         print(f"{cfg.arch}: {count_parameters(model):,} parameters on {device}; "
               f"{n_train} train / {len(idx['val'])} val / {len(idx['test'])} test crystals")  # fmt: skip
     log_path = out_dir / "log.csv"
-    if main and not (resume and log_path.is_file()):
+    header = (["epoch", "elapsed_s", "lr", "train_loss"] + [f"train_mae_{t}" for t in cfg.targets]
+              + [f"val_mae_{t}" for t in cfg.targets] + ["val_score"])  # fmt: skip
+    if main and resume and log_path.is_file():
+        with open(log_path, newline="") as fh:
+            header = next(csv.reader(fh), header)  # keep the columns of the log being continued
+    elif main:
         with open(log_path, "w", newline="") as fh:
-            header = ["epoch", "elapsed_s", "lr", "train_loss"] + [f"val_mae_{t}" for t in cfg.targets] + ["val_score"]
             csv.writer(fh).writerow(header)
 
     while state["epoch"] < cfg.epochs:
@@ -254,8 +265,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         t0 = time.time()
         train_model.train()
         rng = np.random.default_rng(cfg.seed * 1000 + epoch)
-        order = rng.permutation(idx["train"])[rank::world]
+        order = rng.permutation(idx["train"])
+        if world > 1:  # equal shards (wrap around, as DistributedSampler does): every rank runs the same steps
+            order = np.resize(order, math.ceil(len(order) / world) * world)
+        order = order[rank::world]
         losses = []
+        abs_err = torch.zeros(len(cfg.targets), dtype=torch.float64)  # running train MAE (physical units)
+        n_seen = 0
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and main), leave=False)
         for b in bar:
             sel = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
@@ -269,7 +285,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
                 g["lr"] = lr
             batch = collate([packed.graph(i) for i in sel]).to(device)
             y = torch.from_numpy(packed.targets[sel]).to(device)
-            loss = loss_fn(train_model(batch), y, model_config)
+            out = train_model(batch)
+            loss = loss_fn(out, y, model_config)
+            with torch.no_grad():
+                pred = torch.stack([out[t] for t in cfg.targets], dim=-1)
+                abs_err += (pred - y).abs().sum(0).double().cpu()
+                n_seen += len(sel)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -292,8 +313,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
                 save_model(out_dir / "best.pt", model, cfg, extra={"epoch": epoch + 1, "val_mae": dict(zip(cfg.targets, maes))})
             else:
                 state["bad_epochs"] += 1
+            row = {"epoch": epoch + 1, "elapsed_s": f"{state['elapsed']:.1f}", "lr": f"{lr:.3e}",
+                   "train_loss": f"{np.mean(losses):.4f}", "val_score": f"{score:.5f}"}  # fmt: skip
+            for j, t in enumerate(cfg.targets):
+                row[f"train_mae_{t}"] = f"{float(abs_err[j]) / max(n_seen, 1):.5f}"
+                row[f"val_mae_{t}"] = f"{maes[j]:.5f}"
             with open(log_path, "a", newline="") as fh:
-                csv.writer(fh).writerow([epoch + 1, f"{state['elapsed']:.1f}", f"{lr:.3e}", f"{np.mean(losses):.4f}", *[f"{m:.5f}" for m in maes], f"{score:.5f}"])
+                csv.DictWriter(fh, fieldnames=header, extrasaction="ignore", restval="").writerow(row)
             print(f"epoch {epoch + 1}: loss {np.mean(losses):.4f} val MAE "
                   + ", ".join(f"{t} {m:.4f}" for t, m in zip(cfg.targets, maes))
                   + f" ({state['elapsed'] / 60:.1f} min){' *' if improved else ''}", flush=True)  # fmt: skip

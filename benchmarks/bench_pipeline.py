@@ -1,0 +1,182 @@
+"""Speed of the prediction pipeline on one CPU core: parse, symmetry, graph, forward, end to end, batch.
+
+For a 2-atom (Si, primitive), 5-atom (SrTiO3), 28-atom (LiFePO4, Pnma) and 224-atom
+(LiFePO4 2x2x2 supercell) crystal, times each stage from CIF text to prediction and reports
+the median over repeated runs; then the throughput of ``Predictor.predict`` on a batch of 64
+mixed crystals (the gallery in ``assets/examples``). Target: under 20 ms end to end for the
+28-atom crystal on one CPU core. Prints a markdown table and writes
+``benchmarks/results/pipeline.json``.
+
+    python benchmarks/bench_pipeline.py            # shipped sen_mp weights (untrained if absent)
+    python benchmarks/bench_pipeline.py --repeats 50 --model models/sen_mp
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported: one core, as the target says
+
+import torch  # noqa: E402
+from pymatgen.core import Lattice, Structure  # noqa: E402
+from pymatgen.io.cif import CifWriter  # noqa: E402
+
+from sen.graph import build_graph, collate  # noqa: E402
+from sen.io import read_structure  # noqa: E402
+from sen.predict import Predictor  # noqa: E402
+from sen.symmetry import analyze_symmetry  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "assets" / "examples"
+RESULTS = Path(__file__).resolve().parent / "results" / "pipeline.json"
+TARGET_MS = 20.0  # end to end, 28-atom crystal, one CPU core
+TARGET_CRYSTAL = "LiFePO4 (28 atoms)"
+
+
+def benchmark_crystals() -> dict[str, str]:
+    """Name -> CIF text of the four benchmark crystals."""
+    si = Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.431), ["Si"], [[0, 0, 0]]).get_primitive_structure()
+    olivine = read_structure(EXAMPLES / "lifepo4_olivine.cif")
+    return {
+        "Si (2 atoms)": str(CifWriter(si)),
+        "SrTiO3 (5 atoms)": (EXAMPLES / "srtio3_perovskite.cif").read_text(),
+        TARGET_CRYSTAL: (EXAMPLES / "lifepo4_olivine.cif").read_text(),
+        "LiFePO4 2x2x2 (224 atoms)": str(CifWriter(olivine * (2, 2, 2))),
+    }
+
+
+def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
+    """Median wall time of ``fn()`` in milliseconds."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def stage_times(predictor: Predictor, cif: str, repeats: int) -> dict[str, float]:
+    """Median milliseconds of each pipeline stage for one crystal."""
+    cfg = predictor.graph_config
+    structure = read_structure(cif, filename="x.cif")
+    report = analyze_symmetry(structure, cfg.symprec, cfg.angle_tolerance)
+    graph = build_graph(structure, cfg, report)
+    batch = collate([graph]).to(predictor.device)
+
+    @torch.no_grad()
+    def forward():
+        return predictor.model(batch)
+
+    return {
+        "n_atoms": len(structure),
+        "parse_ms": median_ms(lambda: read_structure(cif, filename="x.cif"), repeats),
+        "symmetry_ms": median_ms(lambda: analyze_symmetry(structure, cfg.symprec, cfg.angle_tolerance), repeats),
+        "graph_ms": median_ms(lambda: build_graph(structure, cfg, report), repeats),
+        "forward_ms": median_ms(forward, repeats),
+        "end_to_end_ms": median_ms(lambda: predictor.predict(read_structure(cif, filename="x.cif")), repeats),
+    }
+
+
+def batch_throughput(predictor: Predictor, n: int = 64, repeats: int = 3) -> dict[str, float]:
+    """Crystals per second for ``predictor.predict`` on ``n`` mixed gallery crystals (one batch)."""
+    cifs = [p.read_text() for p in sorted(EXAMPLES.glob("*.cif"))]
+    texts = [cifs[i % len(cifs)] for i in range(n)]
+    structures = [read_structure(t, filename="x.cif") for t in texts]
+    from_structures = median_ms(lambda: predictor.predict(structures, batch_size=n), repeats, warmup=1)
+    from_text = median_ms(
+        lambda: predictor.predict([read_structure(t, filename="x.cif") for t in texts], batch_size=n), repeats, 1
+    )
+    return {
+        "n_crystals": n,
+        "n_atoms_total": sum(len(s) for s in structures),
+        "batch_ms": from_structures,
+        "crystals_per_s": 1e3 * n / from_structures,
+        "crystals_per_s_from_cif_text": 1e3 * n / from_text,
+    }
+
+
+def load_predictor(model: str) -> tuple[Predictor, str]:
+    try:
+        return Predictor.load(model, device="cpu"), model
+    except FileNotFoundError as exc:
+        print(f"note: {exc}; timing an untrained SEN of the default size instead")
+        return Predictor.untrained(device="cpu"), "untrained (default SENConfig)"
+
+
+def markdown(rows: dict[str, dict[str, float]], batch: dict[str, float]) -> str:
+    lines = [
+        "| crystal | atoms | parse (ms) | symmetry (ms) | graph (ms) | forward (ms) | end to end (ms) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in rows.items():
+        lines.append(
+            f"| {name} | {r['n_atoms']} | {r['parse_ms']:.2f} | {r['symmetry_ms']:.2f} | {r['graph_ms']:.2f} "
+            f"| {r['forward_ms']:.2f} | {r['end_to_end_ms']:.2f} |"
+        )
+    lines.append("")
+    lines.append(
+        f"Batch of {batch['n_crystals']} mixed gallery crystals ({batch['n_atoms_total']} atoms): "
+        f"{batch['crystals_per_s']:.0f} crystals/s from structures, "
+        f"{batch['crystals_per_s_from_cif_text']:.0f} crystals/s from CIF text."
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark, print the table and write the JSON results."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="sen_mp", help="model name under models/ or path to model.pt")
+    parser.add_argument("--repeats", type=int, default=30, help="timed runs per measurement (median reported)")
+    parser.add_argument("--out", default=str(RESULTS), help="where to write the JSON results")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(1)
+    predictor, model_name = load_predictor(args.model)
+    rows = {}
+    for name, cif in benchmark_crystals().items():
+        repeats = max(3, args.repeats // 5) if "224" in name else args.repeats
+        rows[name] = stage_times(predictor, cif, repeats)
+    batch = batch_throughput(predictor)
+    end_to_end = rows[TARGET_CRYSTAL]["end_to_end_ms"]
+    met = end_to_end < TARGET_MS
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    result = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "model": model_name,
+        "parameters": sum(p.numel() for p in predictor.model.parameters()),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "load_average_1_5_15_min": load,
+        "repeats": args.repeats,
+        "crystals": rows,
+        "batch": batch,
+        "target": {"crystal": TARGET_CRYSTAL, "end_to_end_ms_below": TARGET_MS, "measured_ms": end_to_end, "met": met},
+    }
+    print(markdown(rows, batch))
+    print()
+    print(f"Target: end to end under {TARGET_MS:.0f} ms for {TARGET_CRYSTAL} on one core: "
+          f"{'met' if met else 'NOT met'} ({end_to_end:.1f} ms).")  # fmt: skip
+    if load and load[0] > 0.5 * (os.cpu_count() or 1):
+        print(f"note: load average {load[0]:.1f} on {os.cpu_count()} cores; other work slowed these timings")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

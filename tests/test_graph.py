@@ -1,0 +1,181 @@
+"""sen.graph: periodic neighbour graphs (cap with tie rule), distance expansion, features, batching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from pymatgen.core import Lattice, Structure
+
+from sen.graph import (
+    ELEMENT_DESCRIPTORS,
+    MAX_Z,
+    GraphConfig,
+    build_graph,
+    collate,
+    element_descriptor_table,
+    neighbor_edges,
+)
+from sen.model import DistanceExpansion
+from sen.symmetry import analyze_symmetry, crystal_system_index, point_group_index
+
+
+def neighbours_per_atom(structure: Structure, **kwargs) -> np.ndarray:
+    src, dst, _ = neighbor_edges(structure, **kwargs)
+    return np.bincount(dst, minlength=len(structure))
+
+
+def sorted_distances(structure: Structure, atom: int, **kwargs) -> np.ndarray:
+    return distance_lists(structure, **kwargs)[atom]
+
+
+def distance_lists(structure: Structure, **kwargs) -> list[np.ndarray]:
+    """Sorted neighbour distances (Å) of every atom."""
+    _, dst, length = neighbor_edges(structure, **kwargs)
+    return [np.sort(length[dst == atom]) for atom in range(len(structure))]
+
+
+@pytest.mark.parametrize(
+    ("k", "expected"),
+    [(1, 12), (8, 12), (12, 12), (13, 18), (18, 18), (19, 42)],  # fcc shells: 12 at a/√2, 6 at a, 24 at a√1.5
+)
+def test_fcc_shells_are_kept_or_dropped_whole(crystals, k, expected):
+    counts = neighbours_per_atom(crystals["Cu"], max_neighbors=k)
+    assert counts.tolist() == [expected] * 4
+
+
+def test_cap_applies_when_there_are_no_ties(crystals):
+    # rutile Ti: 2 apical O at 1.98 Å and 4 equatorial at 1.95 Å, then Ti at 2.96 Å (c)
+    rutile = crystals["TiO2"]
+    distances = sorted_distances(rutile, 0, max_neighbors=4)
+    assert len(distances) == 4 and distances.max() < 1.96
+    assert len(sorted_distances(rutile, 0, max_neighbors=6)) == 6
+    assert len(sorted_distances(rutile, 0, max_neighbors=5)) == 6  # the 5th and 6th are a tie
+
+
+def test_tie_tolerance_is_what_decides_near_ties():
+    # two neighbours at 2.000 and 2.005 Å: one tie with a 0.01 Å tolerance, two shells with 0.001 Å
+    s = Structure(Lattice.orthorhombic(4.0, 4.01, 12.0), ["Cu"], [[0, 0, 0]])
+    assert len(sorted_distances(s, 0, max_neighbors=2, tie_tolerance=1e-2)) == 4
+    assert len(sorted_distances(s, 0, max_neighbors=2, tie_tolerance=1e-3)) == 2
+
+
+def test_cutoff_bounds_neighbours(crystals):
+    nacl = crystals["NaCl"]
+    _, _, length = neighbor_edges(nacl, cutoff=3.0, max_neighbors=100)
+    assert len(length) == 8 * 6 and np.allclose(length, 2.82, atol=1e-3)
+    src, dst, length = neighbor_edges(nacl, cutoff=2.0)
+    assert len(src) == len(dst) == len(length) == 0
+    assert src.dtype == np.int64 and length.dtype == np.float32
+
+
+def test_edges_are_sorted_nearest_first_and_have_periodic_images(crystals):
+    # one-atom cell: every neighbour is a periodic image of the atom itself
+    cu = Structure(Lattice([[0, 1.8075, 1.8075], [1.8075, 0, 1.8075], [1.8075, 1.8075, 0]]), ["Cu"], [[0, 0, 0]])
+    src, dst, length = neighbor_edges(cu)
+    assert len(src) == 12 and set(src) == set(dst) == {0}
+    assert np.allclose(length, 3.615 / np.sqrt(2), atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["NaCl", "ZnO", "TiO2", "Al2O3"])
+@pytest.mark.parametrize("repeat", [(2, 2, 2), (1, 1, 3)])
+def test_supercell_atoms_see_the_same_neighbour_distances(crystals, name, repeat):
+    s = crystals[name]
+    supercell = s * repeat  # pymatgen keeps the order: atom i of s becomes atoms i*n .. i*n+n-1
+    n = int(np.prod(repeat))
+    reference, repeated = distance_lists(s), distance_lists(supercell)
+    for i in range(len(s)):
+        for j in range(i * n, (i + 1) * n):
+            assert supercell[j].specie == s[i].specie
+            assert np.allclose(repeated[j], reference[i], atol=1e-4), (i, j)
+
+
+def test_symmetry_equivalent_atoms_see_the_same_neighbourhood(crystals):
+    for name in ("Si", "ZnO", "TiO2", "Al2O3"):
+        s = crystals[name]
+        report, distances = analyze_symmetry(s), distance_lists(s)
+        for orbit in report.orbits:
+            first = distances[orbit.atom_indices[0]]
+            for atom in orbit.atom_indices[1:]:
+                assert np.allclose(distances[atom], first, atol=1e-4), (name, orbit.label)
+
+
+def test_distance_expansion_has_a_smooth_cutoff():
+    expansion = DistanceExpansion(n_rbf=16, cutoff=6.0)
+    d = torch.linspace(0.5, 8.0, 301)
+    features = expansion(d)
+    assert features.shape == (301, 16)
+    assert torch.all(features[d >= 6.0] == 0)  # nothing beyond the cutoff
+    near = expansion(torch.tensor([5.99, 5.999]))
+    assert near.abs().max() < 1e-4  # goes to 0 continuously
+    norms = features.norm(dim=1)
+    assert torch.all(norms[d < 6.0] > 0)
+    step = (norms[1:] - norms[:-1]).abs().max()
+    assert step < 0.05  # no jumps
+    assert torch.isfinite(features).all()
+
+
+def test_build_graph_carries_symmetry_labels(crystals):
+    rutile = crystals["TiO2"]
+    report = analyze_symmetry(rutile)
+    g = build_graph(rutile)
+    assert g.n_atoms == 6
+    assert g.atomic_numbers.tolist() == [22, 22, 8, 8, 8, 8]
+    assert g.orbit_index.tolist() == report.orbit_index.tolist() == [0, 0, 1, 1, 1, 1]
+    # the site's point group (origin-free), not the Wyckoff letter: Ti 2a m.mm -> mmm, O 4f m.2m -> mm2
+    assert g.site_point_group.tolist() == [point_group_index("mmm")] * 2 + [point_group_index("mm2")] * 4
+    assert g.site_symmetry_order.tolist() == [8, 8, 4, 4, 4, 4]  # mmm, mm2
+    assert g.crystal_system == crystal_system_index("tetragonal")
+    assert g.point_group == point_group_index("4/mmm")
+    assert len(g.edge_src) == len(g.edge_dst) == len(g.edge_length) > 0
+    # a symmetry report passed in is used as given (the app analyses once, at the user's tolerance)
+    loose = analyze_symmetry(rutile, symprec=0.1)
+    assert build_graph(rutile, symmetry=loose).orbit_index.tolist() == loose.orbit_index.tolist()
+
+
+def test_graph_config_key_changes_with_every_setting():
+    keys = {
+        GraphConfig().key(),
+        GraphConfig(cutoff=6.0).key(),
+        GraphConfig(max_neighbors=16).key(),
+        GraphConfig(tie_tolerance=1e-3).key(),
+        GraphConfig(symprec=0.1).key(),
+        GraphConfig(angle_tolerance=3.0).key(),
+    }
+    assert len(keys) == 6
+
+
+def test_collate_offsets_atoms_edges_and_orbits(crystals):
+    names = ["Cu", "TiO2", "SrTiO3"]
+    graphs = [build_graph(crystals[n]) for n in names]
+    batch = collate(graphs)
+    n_atoms = [g.n_atoms for g in graphs]
+    n_orbits = [int(g.orbit_index.max()) + 1 for g in graphs]
+    assert batch.n_crystals == 3 and batch.n_orbits == sum(n_orbits) == 1 + 2 + 3
+    assert batch.crystal_index.tolist() == [0] * 4 + [1] * 6 + [2] * 5
+    assert batch.orbit_crystal.tolist() == [0, 1, 1, 2, 2, 2]
+    assert batch.orbit_index.tolist() == [0] * 4 + [1, 1, 2, 2, 2, 2] + [3, 4, 5, 5, 5]
+    assert batch.crystal_system.tolist() == [g.crystal_system for g in graphs]
+    # every edge stays inside its crystal, shifted by that crystal's atom offset
+    offsets = np.cumsum([0] + n_atoms[:-1])
+    start = 0
+    for g, offset in zip(graphs, offsets, strict=True):
+        stop = start + len(g.edge_src)
+        assert batch.edge_src[start:stop].tolist() == (g.edge_src + offset).tolist()
+        assert batch.edge_dst[start:stop].tolist() == (g.edge_dst + offset).tolist()
+        start = stop
+    assert start == len(batch.edge_src)
+    assert batch.crystal_index[batch.edge_src].tolist() == batch.crystal_index[batch.edge_dst].tolist()
+    assert batch.edge_length.dtype == torch.float32 and batch.atomic_numbers.dtype == torch.long
+    moved = batch.to("cpu")
+    assert torch.equal(moved.edge_src, batch.edge_src) and moved.n_orbits == batch.n_orbits
+
+
+def test_element_descriptor_table():
+    table = element_descriptor_table()
+    assert table.shape == (MAX_Z + 1, len(ELEMENT_DESCRIPTORS)) and table.dtype == np.float32
+    assert np.isfinite(table).all()
+    assert not table[0].any()  # row 0 is padding
+    real = table[1:]
+    assert np.allclose(real.mean(0), 0, atol=0.1)  # standardised (missing values filled with the mean)
+    assert not np.allclose(table[11], table[17])  # Na and Cl differ

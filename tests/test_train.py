@@ -1,0 +1,217 @@
+"""sen.train: a short run that learns, its files, early stopping, resume after an interruption, the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from _builders import write_dataset
+
+import sen.train
+from sen.cli import main
+from sen.data import load_dataset, split_ids
+from sen.model import SEN
+from sen.train import TrainConfig, load_model, predict_packed, regression_metrics, train
+
+FE, GAP = "formation_energy_per_atom", "band_gap"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> tuple[Path, Path]:
+    """40 built crystals as gzip JSON Lines, featurised once into a cache shared by this module's runs."""
+    root = tmp_path_factory.mktemp("train_data")
+    path, _ = write_dataset(root / "crystals.jsonl.gz", 40)
+    cache = root / "cache"
+    load_dataset(path, (FE, GAP), graph_config=TrainConfig().graph_config, cache_dir=cache, progress=False)
+    return path, cache
+
+
+def tiny_config(dataset, out: Path, **overrides) -> TrainConfig:
+    """A tiny SEN (width 16, 4 capsules of 8) trained on one thread."""
+    path, cache = dataset
+    values = dict(
+        data=str(path), out=str(out), cache_dir=str(cache), width=16, n_capsules=4, capsule_dim=8, epochs=4,
+        batch_size=8, lr=3e-3, patience=100, seed=0, device="cpu", threads=1, progress=False,
+    )  # fmt: skip
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def read_log(out: Path) -> list[dict]:
+    with open(out / "log.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_short_run_learns_and_writes_its_files(dataset, tmp_path):
+    out = tmp_path / "run"
+    summary = train(tiny_config(dataset, out, epochs=8))
+
+    log = read_log(out)
+    assert list(log[0]) == [
+        "epoch", "elapsed_s", "lr", "train_loss", f"train_mae_{FE}", f"train_mae_{GAP}",
+        f"val_mae_{FE}", f"val_mae_{GAP}", "val_score",
+    ]  # fmt: skip
+    assert [int(r["epoch"]) for r in log] == list(range(1, 9))
+    loss = [float(r["train_loss"]) for r in log]
+    assert loss[-1] < 0.6 * loss[0], loss  # it learns
+    train_mae = [float(r[f"train_mae_{FE}"]) for r in log]
+    assert train_mae[-1] < train_mae[0], train_mae  # the running train MAE (physical units) falls too
+    lr = [float(r["lr"]) for r in log]
+    assert max(lr) <= 3e-3 and lr[-1] < 0.2 * max(lr)  # warm-up, then cosine decay
+    assert all(math.isfinite(float(r[f"val_mae_{t}"])) for r in log for t in (FE, GAP))
+
+    # the split: 80/10/10 by id, the same as split_ids, written next to the checkpoints
+    split = json.loads((out / "split.json").read_text())
+    ids = [f"tc-{k}" for k in range(60)]
+    packed, _ = load_dataset(dataset[0], (FE, GAP), cache_dir=dataset[1], progress=False)
+    assert split == {"seed": 0, **split_ids(packed.ids, seed=0)}
+    assert sorted(split["train"] + split["val"] + split["test"]) == sorted(packed.ids.tolist())
+    assert set(packed.ids) <= set(ids)
+    assert json.loads((out / "data_report.json").read_text()) == {"total": 40, "kept": 40, "skipped": {}}
+
+    # checkpoints: last.pt (to resume) and best.pt (the best validation epoch); no temporary files left
+    assert sorted(p.name for p in out.iterdir()) == [
+        "best.pt", "data_report.json", "last.pt", "log.csv", "split.json", "summary.json",
+    ]  # fmt: skip
+    last = torch.load(out / "last.pt", weights_only=True)
+    assert last["state"]["epoch"] == 8 and last["train_config"]["width"] == 16
+    scores = [float(r["val_score"]) for r in log]
+    assert summary["best_epoch"] == 1 + int(np.argmin(scores))
+    best = load_model(out / "best.pt")
+    assert isinstance(best, SEN) and not best.training
+    assert best.extra["epoch"] == summary["best_epoch"]
+
+    # the summary: written to disk, test metrics that the best checkpoint reproduces
+    assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(summary))
+    assert summary["epochs_run"] == 8 and summary["data_report"]["kept"] == 40
+    test_idx = np.array([list(packed.ids).index(c) for c in split["test"]])
+    pred = predict_packed(best, packed, test_idx, "cpu")
+    for j, t in enumerate((FE, GAP)):
+        want = regression_metrics(pred[:, j], packed.targets[test_idx, j])
+        assert summary["test"][t]["n"] == len(split["test"])
+        assert summary["test"][t]["mae"] == pytest.approx(want["mae"], rel=1e-5)
+        assert summary["test"][t]["r2"] == pytest.approx(want["r2"], rel=1e-4, abs=1e-6)
+        assert t in summary["val_mean_predictor"]
+
+
+def test_early_stopping_on_validation_mae(dataset, tmp_path):
+    out = tmp_path / "run"
+    summary = train(tiny_config(dataset, out, epochs=20, patience=1))
+    log = read_log(out)
+    assert summary["epochs_run"] < 20
+    assert summary["epochs_run"] == summary["best_epoch"] + 1  # stopped at the first epoch without improvement
+    assert len(log) == summary["epochs_run"]
+    assert float(log[-1]["val_score"]) >= float(log[summary["best_epoch"] - 1]["val_score"])
+
+
+class Interrupted(KeyboardInterrupt):
+    """Raised inside the training loop, like Ctrl-C or a killed job."""
+
+
+def test_resume_after_an_interruption_gives_the_same_run(dataset, tmp_path, monkeypatch):
+    epochs = 5
+    straight = tmp_path / "straight"
+    summary_straight = train(tiny_config(dataset, straight, epochs=epochs))
+
+    # the same run, interrupted in the middle of epoch 3 (after the epoch-2 checkpoint)
+    resumed = tmp_path / "resumed"
+    n_train = len(json.loads((straight / "split.json").read_text())["train"])
+    steps_per_epoch = math.ceil(n_train / 8)
+    calls = []
+    real_loss = sen.train.loss_fn
+
+    def interrupt_in_epoch_3(*args):
+        calls.append(1)
+        if len(calls) == 2 * steps_per_epoch + 2:
+            raise Interrupted
+        return real_loss(*args)
+
+    monkeypatch.setattr(sen.train, "loss_fn", interrupt_in_epoch_3)
+    with pytest.raises(Interrupted):
+        train(tiny_config(dataset, resumed, epochs=epochs))
+    monkeypatch.undo()
+    assert len(read_log(resumed)) == 2
+    assert torch.load(resumed / "last.pt", weights_only=True)["state"]["epoch"] == 2
+
+    summary_resumed = train(tiny_config(dataset, resumed, epochs=epochs), resume=True)
+
+    a = torch.load(straight / "last.pt", weights_only=True)
+    b = torch.load(resumed / "last.pt", weights_only=True)
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    for pa, pb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
+        assert all(torch.equal(pa[k], pb[k]) for k in pa)
+    assert {k: v for k, v in a["state"].items() if k != "elapsed"} == {
+        k: v for k, v in b["state"].items() if k != "elapsed"
+    }
+    best_a = torch.load(straight / "best.pt", weights_only=True)["state_dict"]
+    best_b = torch.load(resumed / "best.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(v, best_b[k]) for k, v in best_a.items())
+
+    def without_time(rows):
+        return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows]
+
+    assert without_time(read_log(resumed)) == without_time(read_log(straight))
+    assert summary_resumed["test"] == summary_straight["test"]
+    assert summary_resumed["best_epoch"] == summary_straight["best_epoch"]
+
+
+def test_resume_a_finished_run_with_more_epochs_continues_it(dataset, tmp_path):
+    out = tmp_path / "run"
+    train(tiny_config(dataset, out, epochs=2))
+    summary = train(tiny_config(dataset, out, epochs=3), resume=True)
+    assert summary["epochs_run"] == 3
+    assert [int(r["epoch"]) for r in read_log(out)] == [1, 2, 3]
+
+
+def test_cli_train_applies_command_line_overrides_to_the_toml(dataset, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    path, cache = dataset
+    config = tmp_path / "tiny.toml"
+    config.write_text(
+        f'data = "{path}"\ncache_dir = "{cache}"\nout = "{tmp_path / "from_toml"}"\n'
+        'targets = ["formation_energy_per_atom", "band_gap"]\n'
+        "width = 64\nn_capsules = 4\ncapsule_dim = 8\nepochs = 50\nbatch_size = 32\nlr = 0.01\n"
+        "seed = 0\nthreads = 1\npatience = 100\n"
+    )
+    out = tmp_path / "from_cli"
+    rc = main(
+        ["train", "--config", str(config), "--epochs", "2", "--width", "16", "--batch-size", "8", "--lr", "0.004",
+         "--seed", "3", "--device", "cpu", "--targets", FE, "--out", str(out), "--no-progress"]
+    )  # fmt: skip
+    assert rc == 0
+    assert "epoch 2:" in capsys.readouterr().out
+    assert not (tmp_path / "from_toml").exists()
+
+    saved = torch.load(out / "last.pt", weights_only=True)["train_config"]
+    expected = asdict(TrainConfig.from_file(config))
+    expected.update(epochs=2, width=16, batch_size=8, lr=0.004, seed=3, device="cpu", targets=[FE], out=str(out))
+    expected.update(progress=False)
+    assert saved == sen.train._plain(expected)
+    assert saved["n_capsules"] == 4 and saved["capsule_dim"] == 8  # from the TOML file
+
+    model = load_model(out / "best.pt")
+    assert model.config.width == 16 and model.config.targets == (FE,)
+    assert json.loads((out / "split.json").read_text())["seed"] == 3
+    assert json.loads((out / "summary.json").read_text())["epochs_run"] == 2
+    assert len(read_log(out)) == 2
+
+
+def test_cli_train_rejects_an_unknown_setting_in_one_line(tmp_path, capsys):
+    config = tmp_path / "typo.toml"
+    config.write_text("widht = 16\n")
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "error: unknown training setting(s): widht"
+    assert not (tmp_path / "run").exists()
