@@ -64,7 +64,9 @@ def table(runs: list[dict]) -> tuple[str, dict]:
             result["targets"][t]["mae_ratio_baseline_over_first"] = ratio
             goal = TARGETS_MAE.get(t)
             got = runs[0]["summary"]["test"][t]["mae"]
-            verdict = "" if goal is None else (f"; goal ≤ {goal} {'met' if got <= goal else f'missed by {got - goal:.3f}'}")
+            verdict = (
+                "" if goal is None else (f"; goal ≤ {goal} {'met' if got <= goal else f'missed by {got - goal:.3f}'}")
+            )
             lines.append(f"- {t}: {base} MAE / {Path(runs[0]['run']).name} MAE = {ratio:.2f}{verdict}")
     return "\n".join(lines), result
 

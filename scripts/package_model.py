@@ -40,7 +40,9 @@ def main() -> None:
     for f in ("split.json", "log.csv"):
         shutil.copy(args.run / f, out / f)
 
-    packed, _ = load_dataset(cfg.data, cfg.targets, graph_config=cfg.graph_config, cache_dir=cfg.cache_dir, progress=False)
+    packed, _ = load_dataset(
+        cfg.data, cfg.targets, graph_config=cfg.graph_config, cache_dir=cfg.cache_dir, progress=False
+    )
     split = json.loads((args.run / "split.json").read_text())
     train_ids = set(split["train"])
     mask = np.array([cid in train_ids for cid in packed.ids])

@@ -12,7 +12,6 @@ import io
 import json
 import sys
 import warnings
-from pathlib import Path
 
 from sen.errors import StructureError
 
@@ -183,8 +182,24 @@ def _train(args) -> int:
 
     overrides = {
         k: getattr(args, k)
-        for k in ("data", "data_format", "targets", "arch", "out", "width", "epochs", "batch_size", "lr", "seed",
-                  "device", "time_limit_min", "threads", "workers", "limit", "patience")  # fmt: skip
+        for k in (
+            "data",
+            "data_format",
+            "targets",
+            "arch",
+            "out",
+            "width",
+            "epochs",
+            "batch_size",
+            "lr",
+            "seed",
+            "device",
+            "time_limit_min",
+            "threads",
+            "workers",
+            "limit",
+            "patience",
+        )  # fmt: skip
         if getattr(args, k) is not None
     }
     if args.no_progress:

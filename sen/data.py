@@ -136,7 +136,10 @@ def iter_raw_records(path: str | Path, targets: tuple[str, ...], fmt: str | None
                         yield RawRecord(f"{f.name}:{line_no}", "", "invalid-json", {})
                         continue
                     yield RawRecord(
-                        _record_id(row, f"{f.name}:{line_no}"), row.get("cif") or "", "cif", _targets_from_row(row, targets)
+                        _record_id(row, f"{f.name}:{line_no}"),
+                        row.get("cif") or "",
+                        "cif",
+                        _targets_from_row(row, targets),
                     )
     elif fmt == "matbench":
         with _open_text(path) as fh:
@@ -147,8 +150,8 @@ def iter_raw_records(path: str | Path, targets: tuple[str, ...], fmt: str | None
         s_col = columns.index("structure")
         target_cols = [c for c in columns if c != "structure"]
         index = obj.get("index") or list(range(len(obj["data"])))
-        for idx, row in zip(index, obj["data"]):
-            values = dict(zip(columns, row))
+        for idx, row in zip(index, obj["data"], strict=False):
+            values = dict(zip(columns, row, strict=False))
             # a Matbench file has one target column: map it to the single requested target
             if len(targets) == 1 and len(target_cols) == 1 and targets[0] not in values:
                 values[targets[0]] = values[target_cols[0]]
@@ -161,7 +164,7 @@ def iter_raw_records(path: str | Path, targets: tuple[str, ...], fmt: str | None
                 cid, values = row[0].strip(), row[1:]
                 cif_path = path / f"{cid}.cif"
                 text = cif_path.read_text(encoding="utf-8", errors="replace") if cif_path.is_file() else ""
-                yield RawRecord(cid, text, "cif", _targets_from_row(dict(zip(targets, values)), targets))
+                yield RawRecord(cid, text, "cif", _targets_from_row(dict(zip(targets, values, strict=False)), targets))
     elif fmt == "csv":
         with _open_text(path) as fh:
             reader = csv.DictReader(fh)
@@ -169,7 +172,9 @@ def iter_raw_records(path: str | Path, targets: tuple[str, ...], fmt: str | None
             if "cif" not in cols:
                 raise DatasetError(f"{path} has no 'cif' column")
             for n, row in enumerate(reader, 1):
-                yield RawRecord(_record_id(row, f"row{n}"), row[cols["cif"]] or "", "cif", _targets_from_row(row, targets))
+                yield RawRecord(
+                    _record_id(row, f"row{n}"), row[cols["cif"]] or "", "cif", _targets_from_row(row, targets)
+                )
     else:
         raise DatasetError(f"unknown dataset format {fmt!r}")
 
@@ -348,7 +353,9 @@ def load_dataset(
     fmt = fmt or detect_dataset_format(path)
     cache_file = report_file = None
     if cache_dir is not None:
-        key = f"{_dataset_fingerprint(path, targets, fmt, max_atoms)}-{graph_config.key()}" + (f"-n{limit}" if limit else "")
+        key = f"{_dataset_fingerprint(path, targets, fmt, max_atoms)}-{graph_config.key()}" + (
+            f"-n{limit}" if limit else ""
+        )
         cache_dir = Path(cache_dir)
         cache_file = cache_dir / f"{key}.npz"
         report_file = cache_dir / f"{key}.report.json"
@@ -407,7 +414,9 @@ def _collect(res, ids, graphs, tvals, seen, report) -> None:
 # ----------------------------------------------------------------------------- splitting
 
 
-def split_ids(ids: list[str] | np.ndarray, seed: int = 0, fractions: tuple[float, float] = (0.8, 0.1)) -> dict[str, list[str]]:
+def split_ids(
+    ids: list[str] | np.ndarray, seed: int = 0, fractions: tuple[float, float] = (0.8, 0.1)
+) -> dict[str, list[str]]:
     """Deterministic train/validation/test split by id (80/10/10 by default).
 
     Each id goes to a split by a hash of ``seed`` and the id alone, so the split does not

@@ -51,11 +51,17 @@ def evaluate(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics = {}
-    for t, j in zip(targets, order):
+    for t, j in zip(targets, order, strict=False):
         pred, true = pred_all[:, j], packed.targets[indices, col[t]]
         metrics[t] = regression_metrics(pred, true)
         parity_plot(true, pred, t, out_dir / f"parity_{t}", metrics[t])
-    result = {"model": str(model), "data": str(data), "split": split, "metrics": metrics, "data_report": report.to_dict()}
+    result = {
+        "model": str(model),
+        "data": str(data),
+        "split": split,
+        "metrics": metrics,
+        "data_report": report.to_dict(),
+    }
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=1))
     return result
 

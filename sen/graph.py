@@ -222,14 +222,14 @@ def element_descriptor_table() -> np.ndarray:
         for z in range(1, MAX_Z + 1):
             el = Element.from_Z(z)
             row = [
-                _safe(lambda: el.X),
+                _safe(lambda el=el: el.X),
                 float(el.row),
                 float(el.group),
-                _safe(lambda: el.atomic_radius),
-                _safe(lambda: el.atomic_mass),
-                _safe(lambda: el.mendeleev_no),
-                _safe(lambda: el.ionization_energy),
-                _safe(lambda: el.electron_affinity),
+                _safe(lambda el=el: el.atomic_radius),
+                _safe(lambda el=el: el.atomic_mass),
+                _safe(lambda el=el: el.mendeleev_no),
+                _safe(lambda el=el: el.ionization_energy),
+                _safe(lambda el=el: el.electron_affinity),
                 *[float(el.block == b) for b in "spdf"],
                 *_valence_counts(el),
             ]
@@ -260,8 +260,8 @@ def _valence_counts(el: Element) -> list[float]:
     except Exception:
         return [np.nan] * 4
     max_n = max(n for n, _, _ in shells)
-    for n, l, e in shells:
+    for n, orb, e in shells:
         # outer s/p shell; d and f from the shells that are still filling
-        if (l in "sp" and n == max_n) or (l == "d" and n >= max_n - 1) or (l == "f" and n >= max_n - 2):
-            counts[l] += e
+        if (orb in "sp" and n == max_n) or (orb == "d" and n >= max_n - 1) or (orb == "f" and n >= max_n - 2):
+            counts[orb] += e
     return [counts[k] for k in "spdf"]

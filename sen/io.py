@@ -210,9 +210,7 @@ def validate_structure(structure: Structure, *, max_atoms: int = DEFAULT_MAX_ATO
     if n == 0:
         raise StructureError("structure has no atoms")
     if n > max_atoms:
-        raise StructureError(
-            f"structure has {n} atoms per cell, over the limit of {max_atoms}; use the primitive cell"
-        )
+        raise StructureError(f"structure has {n} atoms per cell, over the limit of {max_atoms}; use the primitive cell")
     matrix = np.asarray(structure.lattice.matrix, dtype=float)
     if not np.all(np.isfinite(matrix)):
         raise StructureError("lattice contains NaN or infinite numbers")
@@ -242,9 +240,7 @@ def validate_structure(structure: Structure, *, max_atoms: int = DEFAULT_MAX_ATO
 def _check_distances(structure: Structure) -> None:
     lengths = structure.lattice.abc
     if min(lengths) < MIN_INTERATOMIC_DISTANCE:
-        raise StructureError(
-            f"a lattice vector is only {min(lengths):.2f} Å long; check the cell (lengths are in Å)"
-        )
+        raise StructureError(f"a lattice vector is only {min(lengths):.2f} Å long; check the cell (lengths are in Å)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         centers, neighbors, _, dists = structure.get_neighbor_list(MIN_INTERATOMIC_DISTANCE)

@@ -260,9 +260,7 @@ class TargetHeads(nn.Module):
         self.targets = targets
         self.heads = nn.ModuleDict(
             {
-                t: nn.Sequential(
-                    nn.Linear(in_dim, in_dim), nn.SiLU(), nn.Linear(in_dim, 2 if t == "band_gap" else 1)
-                )
+                t: nn.Sequential(nn.Linear(in_dim, in_dim), nn.SiLU(), nn.Linear(in_dim, 2 if t == "band_gap" else 1))
                 for t in targets
             }
         )

@@ -110,7 +110,7 @@ class Predictor:
         for start in range(0, len(structures), batch_size):
             graphs, reports = self._graphs(structures[start : start + batch_size])
             out = self.model(collate(graphs).to(self.device))
-            for row, report in zip(self._rows(out, len(graphs)), reports):
+            for row, report in zip(self._rows(out, len(graphs)), reports, strict=False):
                 row.update(space_group_symbol=report.space_group_symbol, space_group_number=report.space_group_number)
                 results.append(row)
         return results

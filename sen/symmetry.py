@@ -41,7 +41,7 @@ WYCKOFF_LETTERS = "abcdefghijklmnopqrstuvwxyzA"  # 'A' is alpha, the general pos
 def crystal_system_of(space_group_number: int) -> str:
     """Crystal system of a space group (1-230)."""
     bounds = (2, 15, 74, 142, 167, 194, 230)
-    for name, upper in zip(CRYSTAL_SYSTEMS, bounds):
+    for name, upper in zip(CRYSTAL_SYSTEMS, bounds, strict=False):
         if space_group_number <= upper:
             return name
     raise ValueError(f"space group number out of range: {space_group_number}")
@@ -135,9 +135,7 @@ def analyze_symmetry(
         warnings.simplefilter("ignore")
         ds = spglib.get_symmetry_dataset(_spglib_cell(structure), symprec=symprec, angle_tolerance=angle_tolerance)
     if ds is None:
-        raise StructureError(
-            f"spglib could not analyse this cell at tolerance {symprec} Å; try a different tolerance"
-        )
+        raise StructureError(f"spglib could not analyse this cell at tolerance {symprec} Å; try a different tolerance")
 
     n_ops = len(ds.rotations)
     # Orbits under the whole space group. (``equivalent_atoms`` only uses the operations that

@@ -272,7 +272,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         losses = []
         abs_err = torch.zeros(len(cfg.targets), dtype=torch.float64)  # running train MAE (physical units)
         n_seen = 0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and main), leave=False)
+        bar = tqdm(
+            range(steps_per_epoch),
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            disable=not (cfg.progress and main),
+            leave=False,
+        )
         for b in bar:
             sel = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             if len(sel) == 0:
@@ -306,11 +311,16 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
             pred = predict_packed(model, packed, idx["val"], device)
             true = packed.targets[idx["val"]]
             maes = [float(np.abs(pred[:, j] - true[:, j]).mean()) for j in range(len(cfg.targets))]
-            score = float(np.mean([m / stats[t][1] for m, t in zip(maes, cfg.targets)]))
+            score = float(np.mean([m / stats[t][1] for m, t in zip(maes, cfg.targets, strict=False)]))
             improved = score < state["best"]
             if improved:
                 state.update(best=score, best_epoch=epoch + 1, bad_epochs=0)
-                save_model(out_dir / "best.pt", model, cfg, extra={"epoch": epoch + 1, "val_mae": dict(zip(cfg.targets, maes))})
+                save_model(
+                    out_dir / "best.pt",
+                    model,
+                    cfg,
+                    extra={"epoch": epoch + 1, "val_mae": dict(zip(cfg.targets, maes, strict=False))},
+                )
             else:
                 state["bad_epochs"] += 1
             row = {"epoch": epoch + 1, "elapsed_s": f"{state['elapsed']:.1f}", "lr": f"{lr:.3e}",
@@ -321,7 +331,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
             with open(log_path, "a", newline="") as fh:
                 csv.DictWriter(fh, fieldnames=header, extrasaction="ignore", restval="").writerow(row)
             print(f"epoch {epoch + 1}: loss {np.mean(losses):.4f} val MAE "
-                  + ", ".join(f"{t} {m:.4f}" for t, m in zip(cfg.targets, maes))
+                  + ", ".join(f"{t} {m:.4f}" for t, m in zip(cfg.targets, maes, strict=False))
                   + f" ({state['elapsed'] / 60:.1f} min){' *' if improved else ''}", flush=True)  # fmt: skip
             torch.save(
                 {

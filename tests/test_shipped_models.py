@@ -58,6 +58,6 @@ def test_gallery_examples_predict_finite(predictor):
     files = sorted((Path(__file__).resolve().parent.parent / "assets" / "examples").glob("*.cif"))
     assert len(files) >= 15
     results = predictor.predict([read_structure(f) for f in files])
-    for f, r in zip(files, results):
+    for f, r in zip(files, results, strict=False):
         assert math.isfinite(r["band_gap"]) and r["band_gap"] >= 0, f.name
         assert math.isfinite(r["formation_energy_per_atom"]), f.name
