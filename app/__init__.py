@@ -1,0 +1,1 @@
+"""Streamlit front end of SEN Crystal Explorer (entry point: app/Home.py)."""

@@ -1,0 +1,332 @@
+"""The interactive 3D crystal view: py3Dmol HTML served with the local 3Dmol.js.
+
+The viewer never sees the uploaded file's text. It gets an XYZ block written here from
+pymatgen's Cartesian coordinates (Å) and element symbols, colours from fixed palettes and
+labels built from element symbols and Wyckoff letters. Every string literal in the
+generated script is JSON with ``<``, ``>`` and ``&`` written as ``\\u003c`` and so on, and
+the final HTML is checked for script break-outs (it fails closed), so a CIF containing
+``</script>`` cannot run anything.
+
+Streamlit is phasing out ``st.components.v1.html``; :func:`render_viewer` is the one place
+that decides how the HTML reaches the page.
+"""
+
+from __future__ import annotations
+
+import html
+import itertools
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import plotly.express as px
+import py3Dmol
+from monty.serialization import loadfn
+from pymatgen.core import Structure
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+LOCAL_3DMOL_FILE = STATIC_DIR / "3Dmol-min.js"
+LOCAL_3DMOL_URL = "/app/static/3Dmol-min.js"  # Streamlit static serving (.streamlit/config.toml)
+CDN_3DMOL_URL = f"https://cdn.jsdelivr.net/npm/3dmol@{py3Dmol.__version__}/build/3Dmol-min.js"
+
+#: Colour modes of the 3D view (the keys are what the app's radio shows).
+SIDE_BY_SIDE = "Orbit | capsule side by side"
+COLOUR_MODES = ("Element", "Wyckoff orbit", "Dominant capsule", SIDE_BY_SIDE)
+
+#: Palettes shared with the routing heatmaps, so a capsule has one colour on the whole page.
+ORBIT_PALETTE = tuple(px.colors.qualitative.Dark24)
+CAPSULE_PALETTE = tuple(px.colors.qualitative.D3)
+
+MAX_VIEW_ATOMS = 4000  # atoms drawn at most (supercell plus boundary images), to keep the browser responsive
+BOUNDARY_TOLERANCE = 1e-3  # fractional; atoms this close to a cell face are also drawn on the opposite face
+_HEX_COLOUR = re.compile(r"^#[0-9A-Fa-f]{6}$")
+_JS_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"')
+
+
+@dataclass(frozen=True)
+class AtomColouring:
+    """Colours for the atoms of one cell, with the legend that explains them."""
+
+    title: str
+    colours: tuple[str, ...]  # one "#rrggbb" per atom of the unit cell
+    legend: tuple[tuple[str, str], ...]  # (label, "#rrggbb")
+
+
+def local_script_available() -> bool:
+    """True when ``npm ci`` has copied 3Dmol.js to ``app/static/`` (served at /app/static/)."""
+    return LOCAL_3DMOL_FILE.is_file() and LOCAL_3DMOL_FILE.stat().st_size > 0
+
+
+def script_url() -> str:
+    """URL the viewer loads 3Dmol.js from: the local copy, or the CDN when it is missing."""
+    return LOCAL_3DMOL_URL if local_script_available() else CDN_3DMOL_URL
+
+
+# ---------------------------------------------------------------------------- colours
+
+
+@lru_cache(maxsize=1)
+def _jmol_colours() -> dict[str, str]:
+    import pymatgen.vis
+
+    path = Path(pymatgen.vis.__file__).parent / "ElementColorSchemes.yaml"
+    scheme = loadfn(path)["Jmol"]
+    return {el: "#{:02x}{:02x}{:02x}".format(*rgb) for el, rgb in scheme.items()}
+
+
+def element_colour(symbol: str) -> str:
+    """Jmol colour of an element (grey for anything unknown)."""
+    return _jmol_colours().get(symbol, "#808080")
+
+
+def orbit_colour(orbit: int) -> str:
+    """Colour of Wyckoff orbit number ``orbit``."""
+    return ORBIT_PALETTE[orbit % len(ORBIT_PALETTE)]
+
+
+def capsule_colour(capsule: int) -> str:
+    """Colour of pattern capsule number ``capsule`` (also used by the routing charts)."""
+    return CAPSULE_PALETTE[capsule % len(CAPSULE_PALETTE)]
+
+
+def colour_by_element(structure: Structure) -> AtomColouring:
+    """Jmol element colours."""
+    symbols = [site.specie.symbol for site in structure]
+    order = sorted(set(symbols), key=symbols.index)
+    return AtomColouring(
+        "Element",
+        tuple(element_colour(s) for s in symbols),
+        tuple((s, element_colour(s)) for s in order),
+    )
+
+
+def colour_by_orbit(orbit_index: Sequence[int], orbit_labels: Sequence[str]) -> AtomColouring:
+    """One colour per Wyckoff orbit; ``orbit_labels`` has one label (e.g. ``O 3c``) per orbit."""
+    orbits = [int(k) for k in orbit_index]
+    return AtomColouring(
+        "Wyckoff orbit",
+        tuple(orbit_colour(k) for k in orbits),
+        tuple((label, orbit_colour(k)) for k, label in enumerate(orbit_labels)),
+    )
+
+
+def colour_by_capsule(dominant_capsule: Sequence[int], n_capsules: int) -> AtomColouring:
+    """Each atom in the colour of the capsule that receives most of its routing."""
+    caps = [int(c) for c in dominant_capsule]
+    used = sorted(set(caps))
+    return AtomColouring(
+        "Dominant capsule",
+        tuple(capsule_colour(c) for c in caps),
+        tuple((f"capsule {c}", capsule_colour(c)) for c in used if c < n_capsules),
+    )
+
+
+# ---------------------------------------------------------------------------- geometry
+
+
+def cell_atoms(structure: Structure, supercell: Sequence[int] = (1, 1, 1)) -> tuple[list[int], np.ndarray]:
+    """Atoms to draw: the (super)cell, plus copies of atoms that sit on a cell face.
+
+    Returns the unit-cell index of every drawn atom and their Cartesian positions (Å).
+    """
+    reps = np.array([max(1, int(n)) for n in supercell])
+    frac = np.mod(np.asarray(structure.frac_coords, dtype=float), 1.0)
+    frac[frac > 1.0 - BOUNDARY_TOLERANCE] = 0.0  # 0.9999 is the same face as 0
+    parents: list[int] = []
+    positions: list[np.ndarray] = []
+    for i, f in enumerate(frac):
+        shifts = [list(range(n)) + ([n] if f[ax] < BOUNDARY_TOLERANCE else []) for ax, n in enumerate(reps)]
+        for shift in itertools.product(*shifts):
+            parents.append(i)
+            positions.append(f + np.array(shift, dtype=float))
+    cart = np.asarray(structure.lattice.get_cartesian_coords(np.array(positions)))
+    return parents, cart
+
+
+def _xyz_block(structure: Structure, parents: Sequence[int], cart: np.ndarray) -> str:
+    lines = [str(len(parents)), "crystal"]
+    for i, (x, y, z) in zip(parents, cart, strict=True):
+        lines.append(f"{structure[i].specie.symbol} {x:.5f} {y:.5f} {z:.5f}")
+    return "\n".join(lines) + "\n"
+
+
+def _point(v: np.ndarray) -> dict[str, float]:
+    return {"x": round(float(v[0]), 5), "y": round(float(v[1]), 5), "z": round(float(v[2]), 5)}
+
+
+def _cell_edges(matrix: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    corners = {c: np.array(c, dtype=float) @ matrix for c in itertools.product((0, 1), repeat=3)}
+    return [
+        (corners[a], corners[b])
+        for a, b in itertools.combinations(corners, 2)
+        if sum(x != y for x, y in zip(a, b, strict=True)) == 1
+    ]
+
+
+# ---------------------------------------------------------------------------- HTML
+
+
+def build_viewer_html(
+    structure: Structure,
+    colourings: Sequence[AtomColouring],
+    *,
+    supercell: Sequence[int] = (1, 1, 1),
+    atom_labels: Sequence[str] | None = None,
+    height: int = 420,
+    js_url: str | None = None,
+    name: str = "",
+) -> str:
+    """A self-contained HTML page with one linked 3D view per colouring, and their legends.
+
+    Args:
+        structure: the crystal (unit cell) to draw.
+        colourings: one or two :class:`AtomColouring` (two are shown side by side, rotating together).
+        supercell: repetitions along a, b, c (each 1-3).
+        atom_labels: optional text drawn next to each unit-cell atom (e.g. its orbit label).
+        height: height of the 3D canvas in pixels (the legend adds a little).
+        js_url: where 3Dmol.js is loaded from (default: the local copy, else the CDN).
+        name: the crystal's name, written (escaped) into a data attribute for tests.
+    """
+    if not colourings:
+        raise ValueError("need at least one colouring")
+    for colouring in colourings:
+        if len(colouring.colours) != len(structure):
+            raise ValueError(f"{colouring.title}: {len(colouring.colours)} colours for {len(structure)} atoms")
+    reps = tuple(min(3, max(1, int(n))) for n in supercell)
+    parents, cart = cell_atoms(structure, reps)
+    if len(parents) > MAX_VIEW_ATOMS:
+        raise ValueError(
+            f"{len(parents)} atoms are too many to draw; use a smaller supercell (at most {MAX_VIEW_ATOMS})"
+        )
+    n_views = len(colourings)
+    grid = (1, n_views) if n_views > 1 else None
+    view = py3Dmol.view(
+        width="100%", height=f"{int(height)}px", viewergrid=grid, linked=True, js=js_url or script_url()
+    )
+    view.addModel(_xyz_block(structure, parents, cart), "xyz")
+    for k, colouring in enumerate(colourings):
+        where = {"viewer": (0, k)} if grid else {}
+        by_colour: dict[str, list[int]] = {}
+        for drawn, parent in enumerate(parents):
+            by_colour.setdefault(_checked_colour(colouring.colours[parent]), []).append(drawn)
+        for colour, indices in by_colour.items():
+            # Spheres only: distance-based bonds (what 3Dmol would draw) join e.g. Sr-Sr in SrTiO3.
+            style = {"sphere": {"color": colour, "scale": 0.33}}
+            view.setStyle({"index": indices}, style, **where)
+    matrix = structure.lattice.matrix
+    for start, end in _cell_edges(matrix):
+        view.addCylinder(
+            {"start": _point(start), "end": _point(end), "radius": 0.04, "color": "#555555", "fromCap": 1, "toCap": 1}
+        )
+    for axis, vector in zip("abc", matrix, strict=True):
+        view.addLabel(axis, {"position": _point(1.08 * vector), "fontColor": "black", "backgroundOpacity": 0.0})
+    if atom_labels is not None:
+        for i, site in enumerate(structure):
+            view.addLabel(
+                str(atom_labels[i]),
+                {"position": _point(site.coords), "fontSize": 11, "backgroundColor": "#ffffff", "backgroundOpacity": 0.6,
+                 "fontColor": "black"},
+            )  # fmt: skip
+    # A slightly oblique start shows the cell as a 3D box rather than a flat square;
+    # zooming out a little keeps the cell edges and axis labels inside the canvas.
+    view.rotate(-18, "x")
+    view.rotate(28, "y")
+    view.zoomTo()
+    view.zoom(0.85)
+    # A fixed id (py3Dmol uses the clock) keeps the HTML identical for identical input,
+    # so Streamlit does not reload the iframe on reruns that change nothing here.
+    script = view.startjs + view.endjs
+    # No antialiasing: without a GPU (software WebGL) it triples the time of every frame.
+    assert script.count('{backgroundColor:"white"}') == 1, "py3Dmol changed how it creates viewers"
+    script = script.replace('{backgroundColor:"white"}', '{backgroundColor:"white",antialias:false}')
+    viewer_html = _escape_script(script).replace("UNIQUEID", "sen")
+    return _page(viewer_html, colourings, name)
+
+
+def _checked_colour(colour: str) -> str:
+    if not _HEX_COLOUR.match(colour):
+        raise ValueError(f"not a #rrggbb colour: {colour!r}")
+    return colour
+
+
+def _escape_script(fragment: str) -> str:
+    """Escape ``<``, ``>`` and ``&`` inside every JS string literal of the ``<script>`` part."""
+    head, sep, body = fragment.partition("<script>")
+    body, close, tail = body.rpartition("</script>")
+
+    def escape(match: re.Match[str]) -> str:
+        return match.group(0).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+    body = _JS_STRING.sub(escape, body)
+    return head + sep + body + close + tail
+
+
+def _assert_no_breakout(page: str) -> None:
+    """Fail closed if anything could end a ``<script>`` element early."""
+    for script in re.findall(r"<script>(.*?)</script>", page, flags=re.S | re.I):
+        lowered = script.lower()
+        if "</script" in lowered or "<!--" in lowered or "<script" in lowered:
+            raise ValueError("refusing to build a viewer page whose script could be broken out of")
+    if page.lower().count("<script") != page.lower().count("</script>"):
+        raise ValueError("refusing to build a viewer page with unbalanced script tags")
+
+
+def _page(viewer_html: str, colourings: Sequence[AtomColouring], name: str) -> str:
+    titles = "".join(f'<div class="t">{html.escape(c.title)}</div>' for c in colourings) if len(colourings) > 1 else ""
+    legends = "".join(
+        '<div class="lg">'
+        + "".join(
+            f'<span class="chip"><span class="sw" style="background:{_checked_colour(colour)}"></span>'
+            f"{html.escape(str(label))}</span>"
+            for label, colour in c.legend
+        )
+        + "</div>"
+        for c in colourings
+    )
+    page = f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><style>
+body {{ margin: 0; font: 13px sans-serif; color: #222; }}
+.row {{ display: flex; gap: 4px; }}
+.row > div {{ flex: 1; }}
+.t {{ text-align: center; font-weight: 600; padding: 2px; }}
+.lg {{ padding: 4px 2px; line-height: 1.9; max-height: 64px; overflow-y: auto; }}
+.chip {{ white-space: nowrap; margin-right: 10px; }}
+.sw {{ display: inline-block; width: 11px; height: 11px; border-radius: 50%; margin-right: 4px;
+       vertical-align: -1px; border: 1px solid #888; }}
+</style></head>
+<body data-crystal="{html.escape(name, quote=True)}" data-viewer-ready="0">
+<div class="row">{titles}</div>
+{viewer_html}
+<div class="row">{legends}</div>
+<script>
+$3Dmolpromise.then(function() {{ document.body.setAttribute("data-viewer-ready", "1"); }});
+</script>
+</body></html>
+"""
+    _assert_no_breakout(page)
+    return page
+
+
+def viewer_height(canvas_height: int, n_legend_rows: int = 1) -> int:
+    """Iframe height (px) that fits a canvas of ``canvas_height`` plus titles and legend."""
+    return int(canvas_height) + 30 + 34 * max(1, min(2, n_legend_rows))
+
+
+def render_viewer(page: str, height: int) -> None:
+    """Show a viewer page in the Streamlit app (the only place that touches the iframe API).
+
+    Uses ``st.iframe`` (Streamlit 1.50+), which embeds an HTML string as ``srcdoc``; older
+    Streamlit falls back to ``st.components.v1.html``.
+    """
+    import streamlit as st
+
+    iframe = getattr(st, "iframe", None)
+    if iframe is not None:
+        iframe(page, height=int(height), alt="Interactive 3D view of the crystal")
+    else:  # pragma: no cover - Streamlit before st.iframe
+        import streamlit.components.v1 as components
+
+        components.html(page, height=int(height))

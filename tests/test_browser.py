@@ -1,0 +1,181 @@
+"""End to end in headless Chromium: the served app, as a visitor sees it.
+
+Needs /usr/bin/chromium (scripts/install-chromium.sh). Without it these tests skip, unless
+SEN_REQUIRE_BROWSER=1 (set by .ci/run), where a missing browser is a failure.
+Screenshots go to test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+from pymatgen.core import Lattice, Structure
+from pymatgen.io.cif import CifWriter
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from app.gallery import default_index, load_gallery  # noqa: E402
+from benchmarks.bench_app_browser import (  # noqa: E402
+    CHROMIUM,
+    VIEWER_TITLE,
+    digest_of,
+    launch_chromium,
+    pick_example,
+    serve_app,
+    wait_for_complete_page,
+)
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    if not Path(CHROMIUM).is_file():
+        message = f"{CHROMIUM} is missing; run scripts/install-chromium.sh"
+        if os.environ.get("SEN_REQUIRE_BROWSER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def app_url(chromium):  # chromium first: no server is started when the tests skip
+    from sen.predict import DEFAULT_MODEL, MODELS_DIR  # honours SEN_MODELS_DIR, as the served app does
+
+    if not (MODELS_DIR / DEFAULT_MODEL / "model.pt").is_file():
+        pytest.skip(f"no weights at {MODELS_DIR / DEFAULT_MODEL}")
+    with serve_app() as url:
+        yield url
+
+
+@pytest.fixture
+def page(chromium, app_url):
+    context = chromium.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.requests = []  # every URL the page and its frames asked for
+    page.dialogs = []
+    page.on("request", lambda request: page.requests.append(request.url))
+
+    def on_dialog(dialog):
+        page.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    yield page
+    context.close()
+
+
+def screenshot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.set_viewport_size({"width": 1400, "height": 3400})  # the whole page, charts included
+    page.screenshot(path=str(ARTIFACTS / name))
+
+
+def canvas_colours(page) -> int:
+    """Distinct pixel colours of the 3D canvas (1 for a blank one)."""
+    from PIL import Image
+
+    canvas = page.frame_locator(f'iframe[title="{VIEWER_TITLE}"]').locator("canvas").first
+    image = Image.open(io.BytesIO(canvas.screenshot())).convert("RGB")
+    return len(image.getcolors(maxcolors=1 << 24))
+
+
+def open_app(page, url: str):
+    gallery = load_gallery()
+    opening = gallery[default_index(gallery)]
+    page.goto(url)
+    wait_for_complete_page(page, opening.name, digest_of(opening.path), timeout_ms=120_000)
+    return gallery
+
+
+def test_choosing_an_example_shows_numbers_3d_view_and_heatmaps(page, app_url):
+    gallery = open_app(page, app_url)
+    nacl = next(e for e in gallery if e.file == "nacl_rocksalt.cif")
+    pick_example(page, nacl.name, nacl.label)
+    wait_for_complete_page(page, nacl.name, digest_of(nacl.path))
+
+    values = page.locator('[data-testid="stMetricValue"]').all_inner_texts()
+    assert any(v.strip().endswith(" eV") and v.strip()[0] in "-0123456789" for v in values)
+    assert any(v.strip().endswith(" eV/atom") for v in values)
+    assert any(v.strip() in ("Metal", "Insulator") for v in values)
+    assert page.get_by_text("Fm-3m", exact=True).count() >= 1
+
+    assert canvas_colours(page) > 20, "the 3D canvas is blank"
+    plots = page.locator(".js-plotly-plot")
+    assert plots.count() == 5
+    assert page.locator(".js-plotly-plot .heatmaplayer").count() == 4  # atoms, orbits, attention, outputs
+    assert page.locator(".js-plotly-plot .barlayer").count() == 1
+
+    hosts = {urlparse(u).hostname for u in page.requests if u.startswith("http")}
+    assert hosts <= {"127.0.0.1", "localhost"}, f"requests left the machine: {hosts}"
+    assert any(urlparse(u).path == "/app/static/3Dmol-min.js" for u in page.requests)
+    assert not any("cdn" in u or "jsdelivr" in u for u in page.requests)
+    assert not page.dialogs
+    screenshot(page, "browser_example_nacl.png")
+
+
+def test_colour_by_orbit_side_by_side_draws_two_views(page, app_url):
+    open_app(page, app_url)
+    page.get_by_text("Orbit | capsule side by side").click()
+    frame = page.frame_locator(f'iframe[title="{VIEWER_TITLE}"]')
+    frame.locator("text=O 3c").first.wait_for()
+    frame.locator("text=capsule").first.wait_for()
+    assert frame.locator('body[data-viewer-ready="1"]').count() == 1
+    assert frame.locator("canvas").count() >= 1
+    assert canvas_colours(page) > 20
+
+
+def _evil_cif() -> tuple[str, bytes]:
+    """A valid rock-salt CIF whose block name, a comment and a name field carry scripts."""
+    payload = "</script><script>window.top.__sen_pwned=1;alert('pwned')</script>"
+    image = "<img src=x onerror=\"window.top.__sen_pwned=2;alert('img')\">"
+    nacl = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    text = str(CifWriter(nacl)).replace("data_NaCl", "data_NaCl" + payload.replace(" ", ""))
+    text = f"# {payload} {image}\n{text}_chemical_name_common '{payload} {image}'\n"
+    return "rocksalt_<b>bold</b>_<img src=x onerror=alert(3)>.cif", text.encode()
+
+
+def test_uploaded_cif_with_script_executes_nothing(page, app_url):
+    open_app(page, app_url)
+    name, data = _evil_cif()
+    page.locator('[data-testid="stSidebar"] input[type="file"]').set_input_files(
+        files=[{"name": name, "mimeType": "chemical/x-cif", "buffer": data}]
+    )
+    wait_for_complete_page(page, name, digest_of(data))
+    assert page.locator('[data-testid="stAlertContentError"]').count() == 0
+    assert page.get_by_text("Fm-3m", exact=True).count() >= 1
+    assert canvas_colours(page) > 20
+    page.wait_for_timeout(500)  # give any injected handler the chance to fire
+    assert page.dialogs == []
+    for frame in page.frames:
+        assert frame.evaluate("() => window.__sen_pwned === undefined"), frame.url
+    # the file name is shown as text, not as markup
+    assert page.locator("h3", has_text="rocksalt_<b>bold</b>").count() == 1
+    assert page.locator('[data-testid="stMain"] img[src="x"]').count() == 0
+    screenshot(page, "browser_upload_script_payload.png")
+
+
+def test_bad_upload_shows_its_reason_and_the_page_keeps_working(page, app_url):
+    gallery = open_app(page, app_url)
+    page.locator('[data-testid="stSidebar"] input[type="file"]').set_input_files(
+        files=[{"name": "notes.cif", "mimeType": "chemical/x-cif", "buffer": b"data_x\n_cell_length_a 4\n"}]
+    )
+    error = page.locator('[data-testid="stAlertContentError"]').first
+    error.wait_for()
+    assert error.inner_text().startswith("notes.cif: ")
+    assert "Traceback" not in page.content()
+    opening = gallery[default_index(gallery)]
+    wait_for_complete_page(page, opening.name, digest_of(opening.path))  # the example is shown instead
+    screenshot(page, "browser_bad_upload.png")
