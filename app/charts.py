@@ -29,23 +29,29 @@ def atom_routing_heatmap(data: dict, crystal: str = "") -> go.Figure:
     atoms = sorted(data["atoms"], key=lambda a: (_orbit_position(data, a["orbit"]), a["index"]))
     z = np.array([a["routing"] for a in atoms])
     rows = [f"{a['orbit']} · atom {a['index']}" for a in atoms]
-    fig = go.Figure(
+    fig = _routing_figure(z, rows, data["n_capsules"])
+    # Lines between orbits make the groups visible even when their rows look alike.
+    for boundary in np.flatnonzero([a["orbit"] != b["orbit"] for a, b in zip(atoms, atoms[1:], strict=False)]):
+        fig.add_hline(y=boundary + 0.5, line={"color": "#d62728", "width": 1.5})
+    fig.update_yaxes(autorange="reversed", type="category")
+    return _layout(fig, "Routing: atoms → capsules", min(900, 140 + 22 * len(atoms)), crystal)
+
+
+def _routing_figure(z: np.ndarray, rows: list[str], n_capsules: int, **heatmap) -> go.Figure:
+    """Routing shares (rows) over the capsules (columns), on the 0-1 scale shared by both routing charts."""
+    return go.Figure(
         go.Heatmap(
             z=z,
-            x=_capsule_names(data["n_capsules"]),
+            x=_capsule_names(n_capsules),
             y=rows,
             zmin=0,
             zmax=1,
             colorscale=ROUTING_SCALE,
             colorbar={"title": "share"},
             hovertemplate="%{y}<br>capsule %{x}: %{z:.3f}<extra></extra>",
+            **heatmap,
         )
     )
-    # Lines between orbits make the groups visible even when their rows look alike.
-    for boundary in np.flatnonzero([a["orbit"] != b["orbit"] for a, b in zip(atoms, atoms[1:], strict=False)]):
-        fig.add_hline(y=boundary + 0.5, line={"color": "#d62728", "width": 1.5})
-    fig.update_yaxes(autorange="reversed", type="category")
-    return _layout(fig, "Routing: atoms → capsules", min(900, 140 + 22 * len(atoms)), crystal)
 
 
 def _orbit_position(data: dict, name: str) -> int:
@@ -56,19 +62,7 @@ def orbit_routing_heatmap(data: dict, crystal: str = "") -> go.Figure:
     """Mean routing of each Wyckoff orbit (rows) over the capsules."""
     z = np.array([o["routing"] for o in data["orbits"]])
     rows = [f"{o['orbit']} ({len(o['atoms'])} atoms)" for o in data["orbits"]]
-    fig = go.Figure(
-        go.Heatmap(
-            z=z,
-            x=_capsule_names(data["n_capsules"]),
-            y=rows,
-            zmin=0,
-            zmax=1,
-            colorscale=ROUTING_SCALE,
-            colorbar={"title": "share"},
-            texttemplate="%{z:.2f}",
-            hovertemplate="%{y}<br>capsule %{x}: %{z:.3f}<extra></extra>",
-        )
-    )
+    fig = _routing_figure(z, rows, data["n_capsules"], texttemplate="%{z:.2f}")
     fig.update_yaxes(autorange="reversed", type="category")
     return _layout(fig, "Routing per orbit (mean over its atoms)", min(600, 150 + 34 * len(rows)), crystal)
 
