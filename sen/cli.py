@@ -177,31 +177,17 @@ def symmetry_to_dict(report, formula: str) -> dict:
     }
 
 
+#: Settings of ``sen train`` that a command-line option overrides (when given).
+TRAIN_OVERRIDES = (
+    "data", "data_format", "targets", "arch", "out", "width", "epochs", "batch_size", "lr", "seed",
+    "device", "time_limit_min", "threads", "workers", "limit", "patience",
+)  # fmt: skip
+
+
 def _train(args) -> int:
     from sen.train import TrainConfig, train
 
-    overrides = {
-        k: getattr(args, k)
-        for k in (
-            "data",
-            "data_format",
-            "targets",
-            "arch",
-            "out",
-            "width",
-            "epochs",
-            "batch_size",
-            "lr",
-            "seed",
-            "device",
-            "time_limit_min",
-            "threads",
-            "workers",
-            "limit",
-            "patience",
-        )  # fmt: skip
-        if getattr(args, k) is not None
-    }
+    overrides = {k: getattr(args, k) for k in TRAIN_OVERRIDES if getattr(args, k) is not None}
     if args.no_progress:
         overrides["progress"] = False
     cfg = TrainConfig.from_file(args.config, **overrides) if args.config else TrainConfig.from_dict(overrides)
