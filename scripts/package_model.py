@@ -1,6 +1,6 @@
 """Package a finished training run as a shipped model: models/<name>/{model.pt, metrics.json, split.json, log.csv}.
 
-    python scripts/package_model.py runs/sen_mp sen_mp --config configs/sen_mp.toml
+    python scripts/package_model.py runs/sen_mp sen_mp --config configs/sen_mp.toml [--reproduce "..."]
 
 metrics.json carries the measured test-split numbers from the run's summary.json (written
 by `sen train` after training), the elements and cell sizes seen in training (the app
@@ -30,6 +30,7 @@ def main() -> None:
     ap.add_argument("run", type=Path)
     ap.add_argument("name")
     ap.add_argument("--config", type=Path, required=True)
+    ap.add_argument("--reproduce", help="the training command(s) to record, if more than `sen train --config C`")
     args = ap.parse_args()
 
     cfg = TrainConfig.from_file(args.config)
@@ -74,7 +75,7 @@ def main() -> None:
         "train_time_s": summary.get("train_time_s"),
         "hardware": f"{platform.machine()} CPU, {cfg.threads or torch.get_num_threads()} thread(s), torch {torch.__version__}",
         "config": json.loads(json.dumps({k: v for k, v in vars(cfg).items() if k != "extra"}, default=list)),
-        "reproduce": f"sen train --config {args.config}",
+        "reproduce": args.reproduce or f"sen train --config {args.config}",
         "model_card": f"models/{args.name}/README.md",
         "finished": "test" in summary,
     }
