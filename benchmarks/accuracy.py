@@ -4,8 +4,10 @@ Reads the ``summary.json`` that ``sen train`` writes at the end of each run (tes
 metrics of the best checkpoint and of the mean predictor) and prints a markdown table;
 writes ``benchmarks/results/accuracy.json``.
 
-    sen train --config configs/sen_mp.toml        # both runs together: 1 thread each on the 2 cores
-    sen train --config configs/cgcnn_mp.toml
+    # both runs side by side, 1 thread each on the 2 cores: 100 minutes, then a warm restart to 225
+    sen train --config configs/sen_mp.toml & sen train --config configs/cgcnn_mp.toml; wait
+    STAGE2="--resume --time-limit-min 225 --patience 200"
+    sen train --config configs/sen_mp.toml $STAGE2 & sen train --config configs/cgcnn_mp.toml $STAGE2; wait
     python benchmarks/accuracy.py runs/sen_mp runs/cgcnn_mp
 """
 
