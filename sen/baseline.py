@@ -52,7 +52,7 @@ class CGCNN(nn.Module):
         self.distances = DistanceExpansion(config.n_rbf, config.cutoff)
         self.convs = nn.ModuleList([CGCNNConv(w, config.n_rbf) for _ in range(config.n_conv)])
         self.pool_mlp = nn.Sequential(nn.Linear(w, 2 * w), nn.Softplus())
-        self.heads = TargetHeads(2 * w, config.targets, config.target_stats)
+        self.heads = TargetHeads(2 * w, config.targets, config.target_stats, config.dropout)
 
     def forward(self, batch: GraphBatch, explain: bool = False) -> dict[str, torch.Tensor]:
         """Predictions per crystal (same keys and units as :class:`sen.model.SEN`; no explanation)."""

@@ -53,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--epochs", type=int)
     tr.add_argument("--batch-size", type=int)
     tr.add_argument("--lr", type=float)
+    tr.add_argument("--weight-decay", type=float, help="AdamW weight decay")
+    tr.add_argument("--dropout", type=float, help="dropout rate while training (0 = off)")
     tr.add_argument("--seed", type=int)
     tr.add_argument("--device", help="auto, cpu or cuda")
     tr.add_argument("--time-limit-min", type=float, help="stop after this many minutes of training")
@@ -179,8 +181,8 @@ def symmetry_to_dict(report, formula: str) -> dict:
 
 #: Settings of ``sen train`` that a command-line option overrides (when given).
 TRAIN_OVERRIDES = (
-    "data", "data_format", "targets", "arch", "out", "width", "epochs", "batch_size", "lr", "seed",
-    "device", "time_limit_min", "threads", "workers", "limit", "patience",
+    "data", "data_format", "targets", "arch", "out", "width", "epochs", "batch_size", "lr", "weight_decay",
+    "dropout", "seed", "device", "time_limit_min", "threads", "workers", "limit", "patience",
 )  # fmt: skip
 
 

@@ -44,6 +44,7 @@ class SENConfig:
     capsule_width: int = 64
     attention_heads: int = 4
     routing_iterations: int = 3
+    dropout: float = 0.0  # on residual updates and head inputs while training; 0 = off (inference is unaffected)
     targets: tuple[str, ...] = TARGETS
     # standardisation of targets, set from the training data: {target: (mean, std)}
     target_stats: dict[str, tuple[float, float]] = field(
@@ -125,7 +126,7 @@ class EdgeGatedConv(nn.Module):
     message(j -> i) = sigmoid(gate) * silu(core), [gate, core] = A h_i + B h_j + C e_ij
     """
 
-    def __init__(self, width: int):
+    def __init__(self, width: int, dropout: float = 0.0):
         super().__init__()
         self.dst = nn.Linear(width, 2 * width)
         self.src = nn.Linear(width, 2 * width, bias=False)
@@ -133,6 +134,7 @@ class EdgeGatedConv(nn.Module):
         self.node_norm = nn.LayerNorm(width)
         self.node_out = nn.Linear(width, width)
         self.edge_out = nn.Linear(width, width)
+        self.drop = nn.Dropout(dropout)
 
     def forward(self, h, e, src, dst):  # h (N, W), e (E, W)
         # Linear maps of node features are done per node, then gathered (cheaper than per edge).
@@ -140,7 +142,7 @@ class EdgeGatedConv(nn.Module):
         gate, core = z.chunk(2, dim=-1)
         msg = torch.sigmoid(gate) * F.silu(core)  # (E, W)
         agg = scatter_sum(msg, dst, h.shape[0])  # (N, W)
-        h = h + self.node_out(F.silu(self.node_norm(agg)))
+        h = h + self.drop(self.node_out(F.silu(self.node_norm(agg))))
         e = e + self.edge_out(msg)
         return h, e
 
@@ -212,7 +214,7 @@ class CapsuleRouting(nn.Module):
 class CapsuleTransformer(nn.Module):
     """Scale 2: self-attention among the K pattern capsules of each crystal."""
 
-    def __init__(self, n_capsules: int, capsule_dim: int, width: int, heads: int):
+    def __init__(self, n_capsules: int, capsule_dim: int, width: int, heads: int, dropout: float = 0.0):
         super().__init__()
         self.inp = nn.Linear(capsule_dim + 1, width)
         self.identity = nn.Parameter(torch.randn(n_capsules, width) * 0.02)
@@ -220,13 +222,14 @@ class CapsuleTransformer(nn.Module):
         self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
         self.norm2 = nn.LayerNorm(width)
         self.mlp = nn.Sequential(nn.Linear(width, 2 * width), nn.SiLU(), nn.Linear(2 * width, width))
+        self.drop = nn.Dropout(dropout)
 
     def forward(self, pose: torch.Tensor, activation: torch.Tensor):  # (B, K, D), (B, K)
         x = self.inp(torch.cat([pose, activation[..., None]], dim=-1)) + self.identity  # (B, K, C)
         y = self.norm1(x)
         y, attention = self.attn(y, y, y, need_weights=True, average_attn_weights=True)  # attention (B, K, K)
         x = x + y
-        x = x + self.mlp(self.norm2(x))
+        x = x + self.drop(self.mlp(self.norm2(x)))
         return x, attention
 
 
@@ -255,9 +258,16 @@ class TargetHeads(nn.Module):
     reported gap is the amplitude when P(gap > 0) >= 0.5 and exactly 0 otherwise.
     """
 
-    def __init__(self, in_dim: int, targets: tuple[str, ...], target_stats: dict[str, tuple[float, float]]):
+    def __init__(
+        self,
+        in_dim: int,
+        targets: tuple[str, ...],
+        target_stats: dict[str, tuple[float, float]],
+        dropout: float = 0.0,
+    ):
         super().__init__()
         self.targets = targets
+        self.drop = nn.Dropout(dropout)
         self.heads = nn.ModuleDict(
             {
                 t: nn.Sequential(nn.Linear(in_dim, in_dim), nn.SiLU(), nn.Linear(in_dim, 2 if t == "band_gap" else 1))
@@ -271,7 +281,7 @@ class TargetHeads(nn.Module):
     def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:  # (B, T, F) -> {name: (B,)}
         out: dict[str, torch.Tensor] = {}
         for j, t in enumerate(self.targets):
-            raw = self.heads[t](features[:, j])
+            raw = self.heads[t](self.drop(features[:, j]))
             if t == "band_gap":
                 logit, amp = raw[:, 0], raw[:, 1]
                 amplitude = F.softplus(amp + 1.0) * self.target_std[j]  # eV, > 0
@@ -297,15 +307,15 @@ class SEN(nn.Module):
         self.atoms = AtomEmbedding(w)
         self.distances = DistanceExpansion(config.n_rbf, config.cutoff)
         self.edge_embed = nn.Linear(config.n_rbf, w)
-        self.convs = nn.ModuleList([EdgeGatedConv(w) for _ in range(config.n_conv)])
+        self.convs = nn.ModuleList([EdgeGatedConv(w, config.dropout) for _ in range(config.n_conv)])
         self.symmetry = SymmetryPerception(w)
         self.routing = CapsuleRouting(w, config.n_capsules, config.capsule_dim, config.routing_iterations)
         self.capsules = CapsuleTransformer(
-            config.n_capsules, config.capsule_dim, config.capsule_width, config.attention_heads
+            config.n_capsules, config.capsule_dim, config.capsule_width, config.attention_heads, config.dropout
         )
         self.outputs = OutputCapsules(config.capsule_width, len(config.targets))
         self.atom_readout = nn.Linear(w, config.capsule_width)
-        self.heads = TargetHeads(2 * config.capsule_width, config.targets, config.target_stats)
+        self.heads = TargetHeads(2 * config.capsule_width, config.targets, config.target_stats, config.dropout)
 
     def forward(self, batch: GraphBatch, explain: bool = False) -> dict[str, torch.Tensor]:
         """Predict every target for every crystal in ``batch``.

@@ -50,6 +50,7 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 1e-5
+    dropout: float = 0.0
     warmup_epochs: float = 1.0
     patience: int = 15
     seed: int = 0
@@ -86,6 +87,8 @@ class TrainConfig:
         cfg = cls(**values)
         if cfg.arch not in ARCHITECTURES:
             raise ValueError(f"arch must be one of {ARCHITECTURES}, got {cfg.arch!r}")
+        if not 0.0 <= cfg.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {cfg.dropout}")
         return cfg
 
     @property
@@ -222,7 +225,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         stats[t] = (float(col.mean()), float(col.std() or 1.0))
     model_config = SENConfig(
         width=cfg.width, n_conv=cfg.n_conv, cutoff=cfg.cutoff, n_capsules=cfg.n_capsules,
-        capsule_dim=cfg.capsule_dim, targets=tuple(cfg.targets), target_stats=stats,
+        capsule_dim=cfg.capsule_dim, dropout=cfg.dropout, targets=tuple(cfg.targets), target_stats=stats,
     )  # fmt: skip
     model = build_model(cfg.arch, model_config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

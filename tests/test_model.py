@@ -212,3 +212,19 @@ def test_cuda_matches_cpu(small_config, crystals):
     assert b["band_gap"].device.type == "cuda"
     for key in (*OUTPUTS, "routing"):
         torch.testing.assert_close(b[key].cpu(), a[key], atol=1e-4, rtol=1e-4)
+
+
+def test_dropout_acts_only_while_training(small_config, crystals):
+    torch.manual_seed(0)
+    net = SEN(SENConfig.from_dict(small_config.to_dict() | {"dropout": 0.3}))
+    graphs = [build_graph(crystals["TiO2"]), build_graph(crystals["NaCl"])]
+    net.train()
+    first, second = run(net, graphs), run(net, graphs)
+    assert not torch.equal(first["formation_energy_per_atom"], second["formation_energy_per_atom"])
+    net.eval()
+    first, second = run(net, graphs), run(net, graphs)
+    assert torch.equal(first["formation_energy_per_atom"], second["formation_energy_per_atom"])
+    # dropout adds no parameters: weights trained with it load into a network without it, and agree in eval mode
+    plain = SEN(small_config).eval()
+    plain.load_state_dict(net.state_dict())
+    torch.testing.assert_close(run(plain, graphs)["band_gap_logit"], first["band_gap_logit"])

@@ -188,7 +188,8 @@ def test_cli_train_applies_command_line_overrides_to_the_toml(dataset, tmp_path,
     out = tmp_path / "from_cli"
     rc = main(
         ["train", "--config", str(config), "--epochs", "2", "--width", "16", "--batch-size", "8", "--lr", "0.004",
-         "--seed", "3", "--device", "cpu", "--targets", FE, "--out", str(out), "--no-progress"]
+         "--seed", "3", "--device", "cpu", "--targets", FE, "--out", str(out), "--dropout", "0.2",
+         "--weight-decay", "0.001", "--no-progress"]
     )  # fmt: skip
     assert rc == 0
     assert "epoch 2:" in capsys.readouterr().out
@@ -197,12 +198,13 @@ def test_cli_train_applies_command_line_overrides_to_the_toml(dataset, tmp_path,
     saved = torch.load(out / "last.pt", weights_only=True)["train_config"]
     expected = asdict(TrainConfig.from_file(config))
     expected.update(epochs=2, width=16, batch_size=8, lr=0.004, seed=3, device="cpu", targets=[FE], out=str(out))
+    expected.update(dropout=0.2, weight_decay=0.001)
     expected.update(progress=False)
     assert saved == sen.train._plain(expected)
     assert saved["n_capsules"] == 4 and saved["capsule_dim"] == 8  # from the TOML file
 
     model = load_model(out / "best.pt")
-    assert model.config.width == 16 and model.config.targets == (FE,)
+    assert model.config.width == 16 and model.config.targets == (FE,) and model.config.dropout == 0.2
     assert json.loads((out / "split.json").read_text())["seed"] == 3
     assert json.loads((out / "summary.json").read_text())["epochs_run"] == 2
     assert len(read_log(out)) == 2
@@ -214,4 +216,11 @@ def test_cli_train_rejects_an_unknown_setting_in_one_line(tmp_path, capsys):
     assert main(["train", "--config", str(config), "--out", str(tmp_path / "run")]) == 1
     err = capsys.readouterr().err.strip()
     assert err == "error: unknown training setting(s): widht"
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("bad", ["1.0", "-0.1"])
+def test_cli_train_rejects_a_dropout_outside_0_1_in_one_line(tmp_path, capsys, bad):
+    assert main(["train", "--dropout", bad, "--out", str(tmp_path / "run")]) == 1
+    assert capsys.readouterr().err.strip() == f"error: dropout must be in [0, 1), got {float(bad)}"
     assert not (tmp_path / "run").exists()
