@@ -22,6 +22,8 @@ TARGETS_MAE = {"formation_energy_per_atom": 0.040, "band_gap": 0.26}  # issue 3'
 
 
 def load_run(run: Path) -> dict:
+    if not (run / "summary.json").is_file():
+        raise SystemExit(f"error: {run}/summary.json not found: is the run finished (sen train writes it at the end)?")
     summary = json.loads((run / "summary.json").read_text())
     cfg = json.loads((run / "data_report.json").read_text()) if (run / "data_report.json").is_file() else {}
     return {"run": str(run), "summary": summary, "data_report": cfg}
