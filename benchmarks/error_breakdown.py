@@ -16,7 +16,9 @@ import numpy as np
 import torch
 
 from sen.data import DEFAULT_DATA, load_dataset
-from sen.train import load_model, predict_packed
+from sen.evaluate import split_indices
+from sen.predict import Predictor
+from sen.train import predict_packed
 
 BINS = ((1, 4), (5, 10), (11, 20), (21, 40), (41, 80), (81, 10_000))
 
@@ -73,14 +75,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    model = load_model(args.model / "model.pt")
-    targets = tuple(model.config.targets)
-    packed, _ = load_dataset(args.data, targets, graph_config=model.graph_config, progress=False)
-    test = json.loads((args.model / "split.json").read_text())["test"]
-    index_of = {c: i for i, c in enumerate(packed.ids)}
-    idx = np.array([index_of[c] for c in test if c in index_of], dtype=np.int64)
+    predictor = Predictor.load(args.model)
+    targets = predictor.targets
+    packed, _ = load_dataset(args.data, targets, graph_config=predictor.graph_config, progress=False)
+    idx = split_indices(predictor, packed, "test")
     with torch.no_grad():
-        pred = predict_packed(model, packed, idx, "cpu")
+        pred = predict_packed(predictor.model, packed, idx, predictor.device)
     result = breakdown(pred, packed.targets[idx], packed.n_atoms[idx], targets)
     print(markdown(result, targets))
     out = args.out or Path(__file__).parent / "results" / f"error_breakdown_{args.model.name}.json"

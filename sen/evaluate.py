@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sen.data import load_dataset, split_ids
+from sen.data import PackedGraphs, load_dataset, split_ids
 from sen.model import TARGET_UNITS
 from sen.predict import Predictor
 from sen.train import predict_packed, regression_metrics
@@ -35,16 +35,9 @@ def evaluate(
     if missing:
         raise ValueError(f"the model does not predict {', '.join(missing)}; it predicts {', '.join(predictor.targets)}")
     packed, report = load_dataset(data, targets, fmt=fmt, graph_config=predictor.graph_config, cache_dir=cache_dir)
-    indices = np.arange(len(packed))
-    if split != "all":
-        split_file = predictor.path.parent / "split.json"
-        if split_file.is_file():
-            wanted = set(json.loads(split_file.read_text())[split])
-        else:  # the split is a pure function of (seed, id): recompute it
-            wanted = set(split_ids(packed.ids, seed=int(predictor.card.get("seed", 0)))[split])
-        indices = np.array([i for i, cid in enumerate(packed.ids) if cid in wanted], dtype=np.int64)
-        if len(indices) == 0:
-            raise ValueError(f"no crystals of the {split!r} split are in {data}")
+    indices = split_indices(predictor, packed, split)
+    if len(indices) == 0:
+        raise ValueError(f"no crystals of the {split!r} split are in {data}")
     pred_all = predict_packed(predictor.model, packed, indices, predictor.device)
     order = [predictor.targets.index(t) for t in targets]
     col = {t: packed.target_names.index(t) for t in targets}
@@ -64,6 +57,22 @@ def evaluate(
     }
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=1))
     return result
+
+
+def split_indices(predictor: Predictor, packed: PackedGraphs, split: str) -> np.ndarray:
+    """Indices of the crystals of ``packed`` in one part (``train``/``val``/``test``) of the model's split.
+
+    The ids come from the ``split.json`` stored beside the model (the split it was trained
+    with); ``all`` selects every crystal.
+    """
+    if split == "all":
+        return np.arange(len(packed))
+    split_file = predictor.path.parent / "split.json"
+    if split_file.is_file():
+        wanted = set(json.loads(split_file.read_text())[split])
+    else:  # the split is a pure function of (seed, id): recompute it
+        wanted = set(split_ids(packed.ids, seed=int(predictor.card.get("seed", 0)))[split])
+    return np.array([i for i, cid in enumerate(packed.ids) if cid in wanted], dtype=np.int64)
 
 
 def parity_plot(true: np.ndarray, pred: np.ndarray, target: str, stem: Path, metrics: dict) -> None:
