@@ -32,6 +32,7 @@ from app.results import (
     records_csv,
     routing_csv,
     routing_data,
+    spread_warning,
     symmetry_view,
     to_json,
     unique_orbit_names,
@@ -230,11 +231,16 @@ def prediction(crystal: CrystalFile, structure: Structure, predictor: Predictor 
             help=_TARGET_HELP[target],
         )
         mae = model_test_mae(card, target)
-        column.caption(
+        caption = (
             f"± {mae:.{digits}f} {unit} (mean absolute error on the test set)"
             if mae is not None
             else "uncertainty: the test error of these weights has not been measured yet"
         )
+        if f"{target}_std" in explanation:
+            caption += (
+                f"; the {predictor.n_members} networks spread ± {explanation[f'{target}_std']:.{digits + 1}f} {unit}"
+            )
+        column.caption(caption)
     if "metal_probability" in explanation:
         p_metal = float(explanation["metal_probability"])
         columns[2].metric(
@@ -243,6 +249,10 @@ def prediction(crystal: CrystalFile, structure: Structure, predictor: Predictor 
             help="Metal: the predicted band gap is exactly 0 eV (the network's probability of a gap is below 0.5).",
         )
         columns[2].caption(f"probability of a zero gap: {p_metal:.0%}")
+    for target in predictor.targets:
+        note = spread_warning(card, target, explanation, predictor.n_members)
+        if note:
+            st.warning(note)
     for note in coverage_warnings(structure, card):
         st.warning(note)
     model_card(predictor)
@@ -372,6 +382,12 @@ def routing(crystal: CrystalFile, structure: Structure, explanation: dict | None
         "groups of similar environments), lets the capsules exchange information, and reads the predictions "
         "from them. The charts show those intermediate matrices for this crystal."
     )
+    if predictor.n_members > 1:
+        st.caption(
+            f"This model is an ensemble of {predictor.n_members} networks and its predictions are their mean. The "
+            "routing shown is that of the first network: capsule k of one network is not capsule k of another, so "
+            "routings cannot be averaged. Per-atom contributions split the ensemble's prediction."
+        )
     spread, mi, h = data["routing_spread"], data["orbit_capsule_mutual_information_bits"], data["orbit_entropy_bits"]
     columns = st.columns(3)
     columns[0].metric(

@@ -134,6 +134,28 @@ def model_test_mae(card: dict, target: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def spread_warning(card: dict, target: str, prediction: dict, n_members: int) -> str | None:
+    """A note when an ensemble's networks disagree on ``target`` more than on 90 % of the test
+    crystals (threshold and the errors seen there come from metrics.json), else ``None``."""
+    spread = ((card.get("targets") or {}).get(target) or {}).get("spread") or {}
+    std = prediction.get(f"{target}_std")
+    try:
+        threshold, above, below = (float(spread[k]) for k in ("high_spread_threshold", "mae_above_threshold",
+                                                              "mae_below_threshold"))  # fmt: skip
+    except (KeyError, TypeError, ValueError):
+        return None
+    if std is None or not float(std) > threshold:
+        return None
+    unit = UNITS.get(target, "")
+    quantile = float(spread.get("high_spread_quantile", 0.9))
+    return (
+        f"The {n_members} networks disagree on the {TITLES.get(target, target).lower()} of this crystal "
+        f"(spread ± {float(std):.3f} {unit}, more than for {quantile:.0%} of the test crystals). On the test "
+        f"crystals with this much disagreement the mean error was {above:.3f} {unit}, against {below:.3f} {unit} "
+        "for the rest: treat this number with care."
+    )
+
+
 def coverage_warnings(structure: Structure, card: dict) -> list[str]:
     """Ways in which this crystal lies outside what the model saw in training (empty if none known)."""
     notes = []
@@ -168,6 +190,8 @@ def prediction_record(crystal: CrystalFile, structure: Structure, prediction: di
         unit = UNITS.get(target, "")
         suffix = "_" + unit.replace("/", "_per_") if unit else ""
         record[f"{target}{suffix}"] = round(float(prediction[target]), 6)
+        if f"{target}_std" in prediction:  # spread over an ensemble's networks
+            record[f"{target}_std{suffix}"] = round(float(prediction[f"{target}_std"]), 6)
         record[f"{target}_test_mae{suffix}"] = model_test_mae(predictor.card, target)
     if "metal_probability" in prediction:
         record["metal_probability"] = round(float(prediction["metal_probability"]), 6)

@@ -1,10 +1,14 @@
-"""Package a finished training run as a shipped model: models/<name>/{model.pt, metrics.json, split.json, log.csv}.
+"""Package finished training runs as a shipped model: models/<name>/{model.pt, metrics.json, split.json, logs}.
 
-    python scripts/package_model.py runs/sen_mp sen_mp --config configs/sen_mp.toml [--reproduce "..."]
+    python scripts/package_model.py sen_mp runs/sen_mp --config configs/sen_mp.toml [--reproduce "..."]
+    python scripts/package_model.py sen_mp runs/a runs/b runs/c --config configs/sen_mp.toml   # an ensemble
 
-metrics.json carries the measured test-split numbers from the run's summary.json (written
-by `sen train` after training), the elements and cell sizes seen in training (the app
-warns outside them), and the reproduce command. The prose model card (README.md) is
+One run ships its ``best.pt`` as ``model.pt``; several runs (trained on the same split) ship as
+one :class:`sen.model.Ensemble` file whose predictions are the mean of the runs' networks, with
+their spread. ``metrics.json`` carries the val/test-split numbers measured here on the packaged
+weights (and on each member), how the ensemble's spread relates to its error on the test split,
+the elements and cell sizes seen in training (the app warns outside them), the training time
+from each run's ``summary.json`` and the reproduce command. The prose model card (README.md) is
 written by hand from these numbers.
 """
 
@@ -19,68 +23,141 @@ from pathlib import Path
 import numpy as np
 import torch
 from pymatgen.core import Element
+from scipy.stats import spearmanr
 
 from sen.data import load_dataset
 from sen.model import TARGET_UNITS
-from sen.train import TrainConfig, load_model
+from sen.train import TrainConfig, load_model, predict_packed, regression_metrics, save_ensemble
+
+SPREAD_QUANTILE = 0.9  # the app flags crystals whose ensemble spread is above this quantile of the test split's
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("run", type=Path)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("name")
+    ap.add_argument("runs", type=Path, nargs="+", help="training output folders (each with best.pt and split.json)")
     ap.add_argument("--config", type=Path, required=True)
     ap.add_argument("--reproduce", help="the training command(s) to record, if more than `sen train --config C`")
     args = ap.parse_args()
 
     cfg = TrainConfig.from_file(args.config)
+    members = [load_model(run / "best.pt") for run in args.runs]  # each loads with weights_only=True
+    splits = [json.loads((run / "split.json").read_text()) for run in args.runs]
+    if any(s != splits[0] for s in splits[1:]):
+        raise SystemExit("error: the runs were trained on different splits; an ensemble needs one split")
+    summaries = [json.loads(p.read_text()) if (p := run / "summary.json").is_file() else {} for run in args.runs]
+
     out = Path("models") / args.name
     out.mkdir(parents=True, exist_ok=True)
-    model = load_model(args.run / "best.pt")  # checks the file loads with weights_only=True
-    shutil.copy(args.run / "best.pt", out / "model.pt")
-    for f in ("split.json", "log.csv"):
-        shutil.copy(args.run / f, out / f)
+    if len(members) == 1:
+        shutil.copy(args.runs[0] / "best.pt", out / "model.pt")
+        shutil.copy(args.runs[0] / "log.csv", out / "log.csv")
+    else:
+        save_ensemble(out / "model.pt", members, extra={"members": [str(r) for r in args.runs]})
+        (out / "log.csv").unlink(missing_ok=True)
+        for i, run in enumerate(args.runs, 1):
+            shutil.copy(run / "log.csv", out / f"log_member{i}.csv")
+    (out / "split.json").write_text(json.dumps(splits[0]))
+    model = load_model(out / "model.pt")
 
     packed, _ = load_dataset(
         cfg.data, cfg.targets, graph_config=cfg.graph_config, cache_dir=cfg.cache_dir, progress=False
     )
-    split = json.loads((args.run / "split.json").read_text())
-    train_ids = set(split["train"])
-    mask = np.array([cid in train_ids for cid in packed.ids])
-    atom_mask = np.repeat(mask, packed.n_atoms)
+    index_of = {cid: i for i, cid in enumerate(packed.ids)}
+    idx = {
+        k: np.array([index_of[c] for c in splits[0][k] if c in index_of], dtype=np.int64)
+        for k in splits[0]
+        if k != "seed"
+    }
+    train_mask = np.zeros(len(packed), bool)
+    train_mask[idx["train"]] = True
+    atom_mask = np.repeat(train_mask, packed.n_atoms)
     elements = sorted({Element.from_Z(int(z)).symbol for z in np.unique(packed.atomic_numbers[atom_mask])},
                       key=lambda s: Element(s).Z)  # fmt: skip
+    mean_pred = packed.targets[idx["train"]].mean(0)
 
-    summary_path = args.run / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    def measure(net: torch.nn.Module, part: str) -> tuple[dict, np.ndarray]:
+        pred = predict_packed(net, packed, idx[part], "cpu")
+        true = packed.targets[idx[part]]
+        return {t: regression_metrics(pred[:, j], true[:, j]) for j, t in enumerate(cfg.targets)}, pred
+
     targets = {}
-    for t in cfg.targets:
-        entry = {"unit": TARGET_UNITS.get(t, "")}
-        if "test" in summary:
-            m = summary["test"][t]
-            entry.update(test_mae=m["mae"], test_rmse=m["rmse"], test_r2=m["r2"], test_n=m["n"])
-            entry["test_mae_mean_predictor"] = summary["test_mean_predictor"][t]["mae"]
-        targets[t] = entry
+    test, test_pred = measure(model, "test")
+    val, _ = measure(model, "val")
+    for j, t in enumerate(cfg.targets):
+        m, true = test[t], packed.targets[idx["test"], j]
+        targets[t] = {
+            "unit": TARGET_UNITS.get(t, ""), "test_mae": m["mae"], "test_rmse": m["rmse"], "test_r2": m["r2"],
+            "test_n": m["n"], "val_mae": val[t]["mae"],
+            "test_mae_mean_predictor": regression_metrics(np.full(len(true), mean_pred[j]), true)["mae"],
+        }  # fmt: skip
+    if len(members) > 1:
+        spread = spread_vs_error(model, packed, idx["test"], cfg.targets)
+        for t in cfg.targets:
+            targets[t]["spread"] = spread[t]
+    member_cards = []
+    for run, net, summary in zip(args.runs, members, summaries, strict=True):
+        m_val, _ = measure(net, "val")
+        m_test, _ = measure(net, "test")
+        member_cards.append({
+            "run": str(run), "best_epoch": summary.get("best_epoch"), "epochs_run": summary.get("epochs_run"),
+            "train_time_s": summary.get("train_time_s"), "dropout": net.config.dropout,
+            "val_mae": {t: m_val[t]["mae"] for t in cfg.targets}, "test_mae": {t: m_test[t]["mae"] for t in cfg.targets},
+        })  # fmt: skip
     card = {
         "name": args.name,
-        "arch": cfg.arch,
+        "arch": "ensemble" if len(members) > 1 else cfg.arch,
+        "n_members": len(members),
         "parameters": sum(p.numel() for p in model.parameters()),
         "targets": targets,
         "training_elements": elements,
-        "max_atoms_in_training": int(packed.n_atoms[mask].max()),
-        "n_train": int(mask.sum()),
-        "seed": cfg.seed,
-        "best_epoch": summary.get("best_epoch"),
-        "epochs_run": summary.get("epochs_run"),
-        "train_time_s": summary.get("train_time_s"),
-        "hardware": f"{platform.machine()} CPU, {cfg.threads or torch.get_num_threads()} thread(s), torch {torch.__version__}",
+        "max_atoms_in_training": int(packed.n_atoms[train_mask].max()),
+        "n_train": int(train_mask.sum()),
+        "seed": splits[0].get("seed", cfg.seed),
+        "members": member_cards,
+        "train_time_s": sum(m["train_time_s"] or 0.0 for m in member_cards),
+        "hardware": f"{platform.machine()} CPU, {cfg.threads or torch.get_num_threads()} thread(s) per run, torch {torch.__version__}",
         "config": json.loads(json.dumps({k: v for k, v in vars(cfg).items() if k != "extra"}, default=list)),
         "reproduce": args.reproduce or f"sen train --config {args.config}",
         "model_card": f"models/{args.name}/README.md",
-        "finished": "test" in summary,
+        "finished": all("test" in s for s in summaries),
     }
+    if len(members) == 1:
+        card.update({k: summaries[0].get(k) for k in ("best_epoch", "epochs_run")})
     (out / "metrics.json").write_text(json.dumps(card, indent=1))
-    print(json.dumps({k: card[k] for k in ("name", "targets", "best_epoch", "train_time_s", "finished")}, indent=1))
+    print(json.dumps({k: card[k] for k in ("name", "n_members", "targets", "train_time_s", "finished")}, indent=1))
+
+
+def spread_vs_error(model: torch.nn.Module, packed, indices: np.ndarray, targets: tuple[str, ...]) -> dict:
+    """How the members' spread tracks the ensemble's error on ``indices``: MAE by spread quartile,
+    and the MAE above the ``SPREAD_QUANTILE`` spread (the app's "the networks disagree" threshold)."""
+    from sen.graph import collate
+
+    model.eval()
+    spreads, errors = {t: [] for t in targets}, {t: [] for t in targets}
+    with torch.no_grad():
+        for start in range(0, len(indices), 256):
+            sel = indices[start : start + 256]
+            out = model(collate([packed.graph(i) for i in sel]))
+            for j, t in enumerate(targets):
+                spreads[t].append(out[f"{t}_std"].numpy())
+                errors[t].append(np.abs(out[t].numpy() - packed.targets[sel, j]))
+    result = {}
+    for t in targets:
+        s, e = np.concatenate(spreads[t]), np.concatenate(errors[t])
+        edges = np.quantile(s, [0.25, 0.5, 0.75])
+        quartile = np.searchsorted(edges, s, side="right")
+        threshold = float(np.quantile(s, SPREAD_QUANTILE))
+        result[t] = {
+            "mae_by_spread_quartile": [float(e[quartile == q].mean()) for q in range(4)],
+            "spread_quartile_edges": [float(x) for x in edges],
+            "high_spread_threshold": threshold,
+            "high_spread_quantile": SPREAD_QUANTILE,
+            "mae_above_threshold": float(e[s > threshold].mean()),
+            "mae_below_threshold": float(e[s <= threshold].mean()),
+            "spearman_spread_error": float(spearmanr(s, e).statistic),
+        }
+    return result
 
 
 if __name__ == "__main__":

@@ -20,10 +20,12 @@ PREDICT_COLUMNS = (
     "formula",
     "space_group",
     "band_gap_eV",
+    "band_gap_std_eV",
     "formation_energy_eV_per_atom",
+    "formation_energy_std_eV_per_atom",
     "metal_probability",
     "error",
-)
+)  # the *_std columns: spread over an ensemble's networks (empty for a single network)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--lr", type=float)
     tr.add_argument("--weight-decay", type=float, help="AdamW weight decay")
     tr.add_argument("--dropout", type=float, help="dropout rate while training (0 = off)")
+    tr.add_argument("--init-from", help="start from trained weights (model.pt, its folder or a name under models/)")
     tr.add_argument("--seed", type=int)
     tr.add_argument("--device", help="auto, cpu or cuda")
     tr.add_argument("--time-limit-min", type=float, help="stop after this many minutes of training")
@@ -110,6 +113,10 @@ def _predict(args) -> int:
                 formation_energy_eV_per_atom=round(result["formation_energy_per_atom"], 4),
                 metal_probability=round(result.get("metal_probability", float("nan")), 3),
             )
+            if "band_gap_std" in result:
+                row["band_gap_std_eV"] = round(result["band_gap_std"], 4)
+            if "formation_energy_per_atom_std" in result:
+                row["formation_energy_std_eV_per_atom"] = round(result["formation_energy_per_atom_std"], 4)
         except StructureError as exc:
             row["error"] = str(exc)
             failed += 1
@@ -182,7 +189,7 @@ def symmetry_to_dict(report, formula: str) -> dict:
 #: Settings of ``sen train`` that a command-line option overrides (when given).
 TRAIN_OVERRIDES = (
     "data", "data_format", "targets", "arch", "out", "width", "epochs", "batch_size", "lr", "weight_decay",
-    "dropout", "seed", "device", "time_limit_min", "threads", "workers", "limit", "patience",
+    "dropout", "init_from", "seed", "device", "time_limit_min", "threads", "workers", "limit", "patience",
 )  # fmt: skip
 
 

@@ -322,10 +322,12 @@ class PackedGraphs:
 def _dataset_fingerprint(path: Path, targets: tuple[str, ...], fmt: str, max_atoms: int) -> str:
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     h = hashlib.sha256()
-    h.update(f"{path.resolve()}|{','.join(targets)}|{fmt}|{max_atoms}".encode())
-    for f in files:
-        st = f.stat()
-        h.update(f"{f.name}:{st.st_size}:{int(st.st_mtime)}".encode())
+    h.update(f"{','.join(targets)}|{fmt}|{max_atoms}".encode())
+    for f in files:  # by content, so a copied or re-downloaded dataset (new times, new place) keeps its cache
+        h.update(f"{f.relative_to(path) if f != path else f.name}:{f.stat().st_size}:".encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
     return h.hexdigest()[:16]
 
 
@@ -343,7 +345,7 @@ def load_dataset(
 ) -> tuple[PackedGraphs, LoadReport]:
     """Read, validate and featurise a dataset, using (or filling) the on-disk cache.
 
-    The cache key covers the dataset's files (names, sizes, times), the targets and the
+    The cache key covers the dataset's files (names and contents), the targets and the
     featuriser settings, so a changed file or setting triggers a fresh featurisation.
     """
     path = Path(path)

@@ -345,8 +345,52 @@ class SEN(nn.Module):
                 capsule_attention=attention,
                 capsule_activation=activation,
                 output_routing=coupling,
+                atom_flow=flow,
                 atom_contributions=flow * preds[batch.crystal_index],
             )
+        return out
+
+
+class Ensemble(nn.Module):
+    """Several trained networks with the same targets and featuriser, predicting as one.
+
+    Each target is the mean of the members' predictions and ``<target>_std`` their spread
+    (standard deviation over members): where the members disagree, trust the number less.
+    The band gap is gated as in one network, on the members' mean ``metal_probability``: 0 when
+    it is above 0.5, else the mean of their gap amplitudes (this gate gave a lower validation
+    MAE than averaging the gated gaps; see ``models/sen_mp/README.md``). With ``explain=True`` the routing, attention
+    and activations are the first member's (capsule k of one network is not capsule k of
+    another, so they cannot be averaged); ``atom_contributions`` split the ensemble's
+    prediction over atoms by the members' mean routing flow.
+    """
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        targets = {tuple(m.config.targets) for m in members}
+        if len(targets) != 1:
+            raise ValueError(f"ensemble members predict different targets: {sorted(targets)}")
+        self.members = nn.ModuleList(members)
+        self.config = members[0].config
+
+    def forward(self, batch: GraphBatch, explain: bool = False) -> dict[str, torch.Tensor]:
+        """Same keys and units as :meth:`SEN.forward`, plus ``<target>_std`` for every target."""
+        outs = [m(batch, explain=explain) for m in self.members]
+        out = dict(outs[0]) if explain else {}
+        for t in self.config.targets:
+            stacked = torch.stack([o[t] for o in outs])  # (M, B)
+            out[t] = stacked.mean(0)
+            out[f"{t}_std"] = stacked.std(0, unbiased=False)
+        if "metal_probability" in outs[0]:  # one gate for the ensemble, as for one network: metal when p > 0.5
+            p_metal = torch.stack([o["metal_probability"] for o in outs]).mean(0)
+            amplitude = torch.stack([o["band_gap_amplitude"] for o in outs]).mean(0)
+            out.update(metal_probability=p_metal, band_gap_amplitude=amplitude)
+            out["band_gap"] = torch.where(p_metal <= 0.5, amplitude, torch.zeros_like(amplitude))
+        if explain and "atom_flow" in out:
+            flow = torch.stack([o["atom_flow"] for o in outs]).mean(0)  # (N, T)
+            preds = torch.stack([out[t] for t in self.config.targets], dim=-1)  # (B, T)
+            out.update(atom_flow=flow, atom_contributions=flow * preds[batch.crystal_index])
         return out
 
 

@@ -7,7 +7,6 @@ in eV/atom. Runs on CUDA when present, otherwise on the CPU.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,11 +17,11 @@ from pymatgen.core import Structure
 from sen.errors import StructureError
 from sen.graph import GraphConfig, build_graph, collate
 from sen.io import DEFAULT_MAX_ATOMS, validate_structure
-from sen.model import SEN, SENConfig
+from sen.model import SEN, Ensemble, SENConfig
 from sen.symmetry import SymmetryReport, analyze_symmetry
-from sen.train import load_model, pick_device
+from sen.train import MODELS_DIR as MODELS_DIR  # re-exported: where shipped models live (SEN_MODELS_DIR)
+from sen.train import load_model, pick_device, resolve_model_path
 
-MODELS_DIR = Path(os.environ.get("SEN_MODELS_DIR", Path(__file__).resolve().parent.parent / "models"))
 DEFAULT_MODEL = "sen_mp"
 
 
@@ -51,6 +50,11 @@ class Predictor:
         """Names of the predicted properties."""
         return tuple(self.model.config.targets)
 
+    @property
+    def n_members(self) -> int:
+        """Number of networks behind each prediction (more than 1 for an ensemble)."""
+        return len(self.model.members) if isinstance(self.model, Ensemble) else 1
+
     @classmethod
     def load(cls, name_or_path: str | Path = DEFAULT_MODEL, device: str | None = None) -> Predictor:
         """Load shipped weights (a name under ``models/``) or a ``model.pt`` / folder path.
@@ -58,15 +62,7 @@ class Predictor:
         Raises:
             FileNotFoundError: no weights there (the message says how to get them).
         """
-        path = Path(name_or_path)
-        if not path.exists():
-            path = MODELS_DIR / str(name_or_path)
-        if path.is_dir():
-            path = path / "model.pt"
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"no model weights at {path}; train some with `sen train` or pass the path of a model.pt"
-            )
+        path = resolve_model_path(name_or_path)
         dev = pick_device(device or "auto")
         model = load_model(path, dev)
         card_path = path.parent / "metrics.json"
@@ -101,7 +97,9 @@ class Predictor:
 
         Each dict has ``band_gap`` (eV), ``formation_energy_per_atom`` (eV/atom),
         ``metal_probability`` (0-1, probability that the gap is 0), ``is_metal``, and the
-        space group SEN was given (``space_group_symbol``, ``space_group_number``).
+        space group SEN was given (``space_group_symbol``, ``space_group_number``). An
+        ensemble (``n_members > 1``) also gives ``band_gap_std`` and
+        ``formation_energy_per_atom_std``: the spread of its networks' predictions.
         """
         if isinstance(structures, Structure):
             structures = [structures]
@@ -119,6 +117,7 @@ class Predictor:
         rows = []
         for i in range(n):
             row = {t: float(out[t][i]) for t in self.targets}
+            row.update({f"{t}_std": float(out[f"{t}_std"][i]) for t in self.targets if f"{t}_std" in out})
             if "metal_probability" in out:
                 row["metal_probability"] = float(out["metal_probability"][i])
                 row["is_metal"] = bool(row.get("band_gap", 1.0) == 0.0)

@@ -26,9 +26,10 @@ from tqdm.auto import tqdm
 
 from sen.data import DEFAULT_DATA, PackedGraphs, load_dataset, split_ids
 from sen.graph import GraphConfig, collate
-from sen.model import SEN, SENConfig, count_parameters
+from sen.model import SEN, Ensemble, SENConfig, count_parameters
 
 ARCHITECTURES = ("sen", "cgcnn")
+MODELS_DIR = Path(os.environ.get("SEN_MODELS_DIR", Path(__file__).resolve().parent.parent / "models"))
 CHECKPOINT_VERSION = 1
 
 
@@ -51,6 +52,7 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-5
     dropout: float = 0.0
+    init_from: str | None = None  # start from these weights (model.pt, its folder or a name under models/)
     warmup_epochs: float = 1.0
     patience: int = 15
     seed: int = 0
@@ -195,6 +197,14 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     out_dir = Path(cfg.out)
+    last_path = out_dir / "last.pt"
+    source = None  # weights to start from; their target scaling stays for the whole run, resumes included
+    if cfg.init_from:
+        source = load_model(resolve_model_path(cfg.init_from))
+        if isinstance(source, Ensemble):  # start from its first network
+            source.members[0].graph_config = source.graph_config
+            source = source.members[0]
+        _check_same_shape(source, cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     if world > 1 and not main:
@@ -227,10 +237,15 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         width=cfg.width, n_conv=cfg.n_conv, cutoff=cfg.cutoff, n_capsules=cfg.n_capsules,
         capsule_dim=cfg.capsule_dim, dropout=cfg.dropout, targets=tuple(cfg.targets), target_stats=stats,
     )  # fmt: skip
+    if source is not None:
+        model_config.target_stats = dict(source.config.target_stats)  # continue on its output scale
     model = build_model(cfg.arch, model_config).to(device)
+    if source is not None and not (resume and last_path.is_file()):
+        model.load_state_dict(source.state_dict())
+        if main:
+            print(f"starting from the weights of {cfg.init_from}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = {"epoch": 0, "step": 0, "elapsed": 0.0, "best": math.inf, "best_epoch": -1, "bad_epochs": 0}
-    last_path = out_dir / "last.pt"
     if resume and last_path.is_file():
         ckpt = torch.load(last_path, map_location=device, weights_only=True)
         model.load_state_dict(ckpt["model"])
@@ -414,12 +429,75 @@ def save_model(path: Path, model: torch.nn.Module, cfg: TrainConfig | None = Non
     os.replace(tmp, path)
 
 
+def resolve_model_path(name_or_path: str | Path) -> Path:
+    """The weights file for a file path, a model name under ``models/``, or a folder holding
+    ``model.pt`` (a shipped model) or ``best.pt`` (a ``sen train`` run).
+
+    Raises:
+        FileNotFoundError: no weights there (the message says how to get them).
+    """
+    path = Path(name_or_path)
+    if not path.exists():
+        path = MODELS_DIR / str(name_or_path)
+    if path.is_dir():
+        path = next((path / f for f in ("model.pt", "best.pt") if (path / f).is_file()), path / "model.pt")
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no model weights at {path}; train some with `sen train` or pass the path of a model.pt"
+        )
+    return path
+
+
+def _check_same_shape(source: torch.nn.Module, cfg: TrainConfig) -> None:
+    """``--init-from`` needs the same architecture, targets and featuriser as the run it continues."""
+    arch = "cgcnn" if type(source).__name__ == "CGCNN" else "sen"
+    src = source.config
+    mine = {"arch": cfg.arch, "targets": tuple(cfg.targets), "width": cfg.width, "n_conv": cfg.n_conv,
+            "n_capsules": cfg.n_capsules, "capsule_dim": cfg.capsule_dim, "cutoff": cfg.cutoff,
+            "max_neighbors": cfg.max_neighbors, "symprec": cfg.symprec}  # fmt: skip
+    theirs = {"arch": arch, "targets": tuple(src.targets), "width": src.width, "n_conv": src.n_conv,
+              "n_capsules": src.n_capsules, "capsule_dim": src.capsule_dim, "cutoff": source.graph_config.cutoff,
+              "max_neighbors": source.graph_config.max_neighbors, "symprec": source.graph_config.symprec}  # fmt: skip
+    differ = [f"{k} {mine[k]} vs {theirs[k]}" for k in mine if mine[k] != theirs[k]]
+    if differ:
+        raise ValueError(f"--init-from {cfg.init_from}: this run differs from those weights in " + "; ".join(differ))
+
+
+def save_ensemble(path: Path, members: list[torch.nn.Module], extra: dict | None = None) -> None:
+    """Save trained networks (same targets and featuriser) as one :class:`~sen.model.Ensemble` file."""
+    graphs = [getattr(m, "graph_config", None) or GraphConfig(cutoff=m.config.cutoff) for m in members]
+    if any(g != graphs[0] for g in graphs):
+        raise ValueError("ensemble members were trained with different featuriser settings")
+    Ensemble(members)  # checks the targets agree
+    payload = {
+        "version": CHECKPOINT_VERSION,
+        "arch": "ensemble",
+        "members": [
+            {
+                "arch": "cgcnn" if type(m).__name__ == "CGCNN" else "sen",
+                "model_config": m.config.to_dict(),
+                "state_dict": {k: v.detach().cpu() for k, v in m.state_dict().items()},
+            }
+            for m in members
+        ],  # fmt: skip
+        "graph_config": asdict(graphs[0]),
+        "extra": _plain(extra or {}),
+    }
+    tmp = Path(str(path) + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> torch.nn.Module:
-    """Load a model saved by :func:`save_model` (``weights_only=True``), in eval mode."""
+    """Load a model saved by :func:`save_model` or :func:`save_ensemble` (``weights_only=True``), in eval mode."""
     payload = torch.load(path, map_location=device, weights_only=True)
-    config = SENConfig.from_dict(payload["model_config"])
-    model = build_model(payload["arch"], config)
-    model.load_state_dict(payload["state_dict"])
+
+    def build(entry: dict) -> torch.nn.Module:
+        net = build_model(entry["arch"], SENConfig.from_dict(entry["model_config"]))
+        net.load_state_dict(entry["state_dict"])
+        return net
+
+    model = Ensemble([build(m) for m in payload["members"]]) if payload["arch"] == "ensemble" else build(payload)
     model.graph_config = GraphConfig(**payload["graph_config"])
     model.extra = payload.get("extra", {})
     return model.to(device).eval()

@@ -31,6 +31,7 @@ from app.results import (  # noqa: E402
     records_csv,
     routing_csv,
     routing_data,
+    spread_warning,
     symmetry_view,
     unique_orbit_names,
 )
@@ -320,6 +321,30 @@ def test_test_mae_and_coverage_warnings_tolerate_missing_keys():
     assert coverage_warnings(structure, {"training_elements": ["Na", "Cl"], "max_atoms_in_training": 8}) == []
     notes = coverage_warnings(structure, {"training_elements": ["Na", "O"], "max_atoms_in_training": 4})
     assert len(notes) == 2 and notes[0].startswith("Cl never appeared") and "8 atoms" in notes[1]
+
+
+def test_spread_warning_only_when_an_ensemble_disagrees_more_than_on_the_test_set():
+    spread = {"high_spread_threshold": 0.05, "mae_above_threshold": 0.15, "mae_below_threshold": 0.04,
+              "high_spread_quantile": 0.9}  # fmt: skip
+    card = {"targets": {"formation_energy_per_atom": {"spread": spread}}}
+    target = "formation_energy_per_atom"
+    note = spread_warning(card, target, {target: -1.0, f"{target}_std": 0.08}, 3)
+    assert note.startswith("The 3 networks disagree on the formation energy")
+    assert "± 0.080 eV/atom" in note and "90%" in note and "0.150 eV/atom" in note and "0.040 eV/atom" in note
+    assert spread_warning(card, target, {target: -1.0, f"{target}_std": 0.02}, 3) is None
+    assert spread_warning(card, target, {target: -1.0}, 1) is None  # one network: no spread
+    assert spread_warning({}, target, {target: -1.0, f"{target}_std": 0.08}, 3) is None  # nothing measured
+    assert spread_warning(card, "band_gap", {"band_gap": 1.0, "band_gap_std": 9.0}, 3) is None
+
+
+def test_prediction_record_carries_the_ensemble_spread(tiny_predictor):
+    crystal = CrystalFile.from_bytes("NaCl.cif", cif_bytes(rocksalt()))
+    structure = read_crystal(crystal)
+    prediction = {**tiny_predictor.predict(structure)[0], "band_gap_std": 0.125, "formation_energy_per_atom_std": 0.5}
+    record = prediction_record(crystal, structure, prediction, tiny_predictor)
+    assert record["band_gap_std_eV"] == 0.125 and record["formation_energy_per_atom_std_eV_per_atom"] == 0.5
+    assert "band_gap_std_eV" not in prediction_record(crystal, structure, tiny_predictor.predict(structure)[0],
+                                                      tiny_predictor)  # fmt: skip
 
 
 def test_routing_data_is_labelled_by_orbit(tiny_predictor):

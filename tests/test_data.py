@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -246,6 +248,14 @@ def test_second_load_comes_from_the_cache(tmp_path, monkeypatch):
     for name, value in first.__dict__.items():
         if isinstance(value, np.ndarray) and not name.startswith("_"):
             np.testing.assert_array_equal(getattr(second, name), value, err_msg=name)
+
+    # the same bytes copied elsewhere with new file times (a fresh checkout of the data) keep the cache
+    copy = tmp_path / "elsewhere" / "d.jsonl.gz"
+    copy.parent.mkdir()
+    shutil.copyfile(path, copy)
+    os.utime(copy, (1_000_000, 1_000_000))
+    third, _ = load_dataset(copy, (FE, GAP), cache_dir=cache, progress=False)
+    np.testing.assert_array_equal(third.targets, first.targets)
     monkeypatch.undo()
 
     # other featuriser settings, other targets or a changed file mean a fresh featurisation

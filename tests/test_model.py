@@ -9,7 +9,7 @@ from pymatgen.core import Structure
 from pymatgen.core.operations import SymmOp
 
 from sen.graph import CrystalGraph, build_graph, collate
-from sen.model import SEN, SENConfig, count_parameters
+from sen.model import SEN, Ensemble, SENConfig, count_parameters
 from sen.predict import Predictor
 from sen.symmetry import (
     analyze_symmetry,
@@ -228,3 +228,63 @@ def test_dropout_acts_only_while_training(small_config, crystals):
     plain = SEN(small_config).eval()
     plain.load_state_dict(net.state_dict())
     torch.testing.assert_close(run(plain, graphs)["band_gap_logit"], first["band_gap_logit"])
+
+
+# ----------------------------------------------------------------------------- ensembles
+
+FE = "formation_energy_per_atom"
+
+
+def random_networks(config: SENConfig, seeds=(0, 1, 2)) -> list[SEN]:
+    nets = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        nets.append(SEN(config).eval())
+    return nets
+
+
+def test_ensemble_predicts_the_mean_of_its_networks_and_their_spread(small_config, crystals):
+    graphs = [build_graph(s) for s in crystals.values()]
+    nets = random_networks(small_config)
+    out = run(Ensemble(nets).eval(), graphs)
+    each = [run(net, graphs) for net in nets]
+
+    fe = torch.stack([o[FE] for o in each])
+    torch.testing.assert_close(out[FE], fe.mean(0))
+    torch.testing.assert_close(out[f"{FE}_std"], fe.std(0, unbiased=False))
+    assert (out[f"{FE}_std"] > 1e-4).all()  # three different networks do disagree
+    torch.testing.assert_close(out["band_gap_std"], torch.stack([o["band_gap"] for o in each]).std(0, unbiased=False))
+    # one metal gate for the ensemble, on the mean metal probability, as in a single network
+    p_metal = torch.stack([o["metal_probability"] for o in each]).mean(0)
+    amplitude = torch.stack([o["band_gap_amplitude"] for o in each]).mean(0)
+    torch.testing.assert_close(out["metal_probability"], p_metal)
+    torch.testing.assert_close(out["band_gap"], torch.where(p_metal <= 0.5, amplitude, torch.zeros_like(amplitude)))
+    assert torch.equal(out["band_gap"] == 0, out["metal_probability"] > 0.5)
+
+    # an ensemble of one network is that network, with no spread
+    alone = run(Ensemble(nets[:1]).eval(), graphs)
+    for key in (FE, "band_gap", "metal_probability"):
+        torch.testing.assert_close(alone[key], each[0][key])
+    assert (alone[f"{FE}_std"] == 0).all() and (alone["band_gap_std"] == 0).all()
+
+
+def test_ensemble_explanation_is_the_first_networks_routing_and_adds_up(small_config, crystals):
+    names = ["SrTiO3", "TiO2", "Cu"]
+    graphs = [build_graph(crystals[n]) for n in names]
+    nets = random_networks(small_config)
+    out = run(Ensemble(nets).eval(), graphs, explain=True)
+    first = run(nets[0], graphs, explain=True)
+    for key in ("routing", "capsule_attention", "capsule_activation", "output_routing"):
+        torch.testing.assert_close(out[key], first[key])
+    crystal = collate(graphs).crystal_index
+    for j, target in enumerate(small_config.targets):  # contributions add up to the ensemble's prediction
+        per_crystal = torch.zeros(len(graphs)).index_add_(0, crystal, out["atom_contributions"][:, j])
+        torch.testing.assert_close(per_crystal, out[target], atol=1e-3, rtol=1e-3)
+
+
+def test_ensemble_members_must_predict_the_same_targets(small_config):
+    gap_only = SENConfig(**{**small_config.__dict__, "targets": ("band_gap",)})
+    with pytest.raises(ValueError, match="different targets"):
+        Ensemble([SEN(small_config), SEN(gap_only)])
+    with pytest.raises(ValueError, match="at least one"):
+        Ensemble([])

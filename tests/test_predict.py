@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,9 +12,9 @@ import torch
 
 from sen.errors import StructureError
 from sen.graph import GraphConfig
-from sen.model import SEN
+from sen.model import SEN, Ensemble
 from sen.predict import Predictor, mutual_information
-from sen.train import save_model
+from sen.train import load_model, save_ensemble, save_model
 
 
 @pytest.fixture(scope="module")
@@ -115,10 +116,10 @@ def test_load_saved_model_round_trips_predictions(saved_model, crystals, small_c
 
 
 def test_load_by_name_from_models_dir(saved_model, monkeypatch):
-    import sen.predict
+    import sen.train
 
     folder, _ = saved_model
-    monkeypatch.setattr(sen.predict, "MODELS_DIR", folder.parent)
+    monkeypatch.setattr(sen.train, "MODELS_DIR", folder.parent)
     assert Predictor.load("tiny", device="cpu").path == folder / "model.pt"
 
 
@@ -137,3 +138,43 @@ def test_too_many_atoms_and_wrong_types_are_refused(predictor, crystals):
         predictor.explain(big)
     with pytest.raises(StructureError, match="expected a pymatgen Structure"):
         predictor.predict(["NaCl.cif"])
+
+
+def test_saved_ensemble_loads_safely_and_reports_its_spread(tmp_path, small_config, crystals):
+    nets = []
+    for seed in (4, 5, 6):
+        torch.manual_seed(seed)
+        nets.append(SEN(small_config).eval())
+    folder = tmp_path / "trio"
+    folder.mkdir()
+    save_ensemble(folder / "model.pt", nets, extra={"members": ["a", "b", "c"]})
+    assert torch.load(folder / "model.pt", weights_only=True)["arch"] == "ensemble"
+    assert isinstance(load_model(folder / "model.pt"), Ensemble)
+
+    loaded = Predictor.load(folder, device="cpu")
+    assert loaded.n_members == 3 and Predictor.untrained(small_config).n_members == 1
+    structures = [crystals["NaCl"], crystals["TiO2"]]
+    results = loaded.predict(structures)
+    singles = [
+        Predictor(net, GraphConfig(cutoff=small_config.cutoff), device="cpu").predict(structures) for net in nets
+    ]
+    for i, r in enumerate(results):
+        fe = np.array([s[i]["formation_energy_per_atom"] for s in singles])
+        assert r["formation_energy_per_atom"] == pytest.approx(fe.mean(), abs=1e-5)
+        assert r["formation_energy_per_atom_std"] == pytest.approx(fe.std(), abs=1e-5)
+        assert r["band_gap_std"] >= 0 and r["is_metal"] == (r["band_gap"] == 0.0)
+    explained = loaded.explain(crystals["TiO2"])
+    assert explained["formation_energy_per_atom"] == pytest.approx(results[1]["formation_energy_per_atom"], abs=1e-5)
+    assert explained["routing"].shape == (len(crystals["TiO2"]), small_config.n_capsules)
+    # a single network's results carry no spread
+    assert "band_gap_std" not in singles[0][0]
+
+
+def test_ensemble_of_networks_with_other_featurisers_is_refused(small_config):
+    a, b = SEN(small_config), SEN(small_config)
+    a.graph_config, b.graph_config = (
+        GraphConfig(cutoff=small_config.cutoff),
+        GraphConfig(cutoff=small_config.cutoff, max_neighbors=8),
+    )
+    with pytest.raises(ValueError, match="different featuriser settings"):
+        save_ensemble(Path("unused.pt"), [a, b])

@@ -224,3 +224,41 @@ def test_cli_train_rejects_a_dropout_outside_0_1_in_one_line(tmp_path, capsys, b
     assert main(["train", "--dropout", bad, "--out", str(tmp_path / "run")]) == 1
     assert capsys.readouterr().err.strip() == f"error: dropout must be in [0, 1), got {float(bad)}"
     assert not (tmp_path / "run").exists()
+
+
+def test_init_from_starts_from_trained_weights_and_their_scaling(dataset, tmp_path):
+    def largest_difference(a: torch.nn.Module, b: torch.nn.Module) -> float:
+        return max(float((a.state_dict()[k] - v).abs().max()) for k, v in b.state_dict().items())
+
+    first = tmp_path / "first"
+    train(tiny_config(dataset, first, epochs=3))
+    source = load_model(first / "best.pt")
+
+    # a learning rate of ~0 leaves the weights where they start: here, exactly at the trained ones
+    second = tmp_path / "second"
+    train(tiny_config(dataset, second, epochs=1, lr=1e-12, init_from=str(first)))
+    started = load_model(second / "best.pt")
+    assert started.config.target_stats == source.config.target_stats
+    assert largest_difference(started, source) < 1e-6
+    # the same run without --init-from starts from fresh weights, far from the trained ones
+    train(tiny_config(dataset, tmp_path / "scratch", epochs=1, lr=1e-12))
+    assert largest_difference(load_model(tmp_path / "scratch" / "best.pt"), source) > 1e-3
+
+    # resuming a run that started from other weights keeps their target scaling
+    train(tiny_config(dataset, second, epochs=2, init_from=str(first)), resume=True)
+    assert load_model(second / "best.pt").config.target_stats == source.config.target_stats
+    assert len(read_log(second)) == 2
+
+
+def test_cli_init_from_weights_of_another_shape_is_one_line(dataset, tmp_path, capsys):
+    first = tmp_path / "first"
+    train(tiny_config(dataset, first, epochs=1))
+    path, cache = dataset
+    args = ["train", "--data", str(path), "--out", str(tmp_path / "second"), "--width", "32", "--no-progress",
+            "--init-from", str(first / "best.pt")]  # fmt: skip
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --init-from") and "width 32 vs 16" in err and "\n" not in err
+    assert not (tmp_path / "second").exists()
+    assert main(["train", "--init-from", str(tmp_path / "none"), "--out", str(tmp_path / "third")]) == 1
+    assert "no model weights at" in capsys.readouterr().err
