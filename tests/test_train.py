@@ -17,7 +17,7 @@ import sen.train
 from sen.cli import main
 from sen.data import load_dataset, split_ids
 from sen.model import SEN
-from sen.train import TrainConfig, load_model, predict_packed, regression_metrics, train
+from sen.train import TrainConfig, load_model, predict_packed, regression_metrics, save_ensemble, train
 
 FE, GAP = "formation_energy_per_atom", "band_gap"
 
@@ -243,6 +243,11 @@ def test_init_from_starts_from_trained_weights_and_their_scaling(dataset, tmp_pa
     # the same run without --init-from starts from fresh weights, far from the trained ones
     train(tiny_config(dataset, tmp_path / "scratch", epochs=1, lr=1e-12))
     assert largest_difference(load_model(tmp_path / "scratch" / "best.pt"), source) > 1e-3
+
+    # from an ensemble (a shipped model), a run starts from its first network
+    save_ensemble(tmp_path / "duo.pt", [source, load_model(tmp_path / "scratch" / "best.pt")])
+    train(tiny_config(dataset, tmp_path / "from_duo", epochs=1, lr=1e-12, init_from=str(tmp_path / "duo.pt")))
+    assert largest_difference(load_model(tmp_path / "from_duo" / "best.pt"), source) < 1e-6
 
     # resuming a run that started from other weights keeps their target scaling
     train(tiny_config(dataset, second, epochs=2, init_from=str(first)), resume=True)
