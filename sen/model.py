@@ -385,7 +385,9 @@ class Ensemble(nn.Module):
         if "metal_probability" in outs[0]:  # one gate for the ensemble, as for one network: metal when p > 0.5
             p_metal = torch.stack([o["metal_probability"] for o in outs]).mean(0)
             amplitude = torch.stack([o["band_gap_amplitude"] for o in outs]).mean(0)
-            out.update(metal_probability=p_metal, band_gap_amplitude=amplitude)
+            out.update(
+                metal_probability=p_metal, band_gap_amplitude=amplitude, band_gap_logit=torch.logit(1.0 - p_metal)
+            )
             out["band_gap"] = torch.where(p_metal <= 0.5, amplitude, torch.zeros_like(amplitude))
         if explain and "atom_flow" in out:
             flow = torch.stack([o["atom_flow"] for o in outs]).mean(0)  # (N, T)

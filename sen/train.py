@@ -414,17 +414,26 @@ def _np_state_from(d):
 
 def save_model(path: Path, model: torch.nn.Module, cfg: TrainConfig | None = None, extra: dict | None = None) -> None:
     """Save weights plus everything needed to rebuild the model (safe for ``weights_only=True``)."""
-    arch = "cgcnn" if type(model).__name__ == "CGCNN" else "sen"
     graph = cfg.graph_config if cfg else GraphConfig(cutoff=model.config.cutoff)
-    payload = {
-        "version": CHECKPOINT_VERSION,
-        "arch": arch,
+    _save({"version": CHECKPOINT_VERSION, **_network(model), "graph_config": asdict(graph), "extra": _plain(extra or {})},
+          path)  # fmt: skip
+
+
+def _arch(model: torch.nn.Module) -> str:
+    return "cgcnn" if type(model).__name__ == "CGCNN" else "sen"
+
+
+def _network(model: torch.nn.Module) -> dict:
+    """One network's architecture, hyper-parameters and weights (plain tensors and values only)."""
+    return {
+        "arch": _arch(model),
         "model_config": model.config.to_dict(),
-        "graph_config": asdict(graph),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "extra": _plain(extra or {}),
     }
-    tmp = Path(str(path) + ".tmp")
+
+
+def _save(payload: dict, path: Path) -> None:
+    tmp = Path(str(path) + ".tmp")  # written whole, then renamed: a reader never sees half a file
     torch.save(payload, tmp)
     os.replace(tmp, path)
 
@@ -450,12 +459,11 @@ def resolve_model_path(name_or_path: str | Path) -> Path:
 
 def _check_same_shape(source: torch.nn.Module, cfg: TrainConfig) -> None:
     """``--init-from`` needs the same architecture, targets and featuriser as the run it continues."""
-    arch = "cgcnn" if type(source).__name__ == "CGCNN" else "sen"
     src = source.config
     mine = {"arch": cfg.arch, "targets": tuple(cfg.targets), "width": cfg.width, "n_conv": cfg.n_conv,
             "n_capsules": cfg.n_capsules, "capsule_dim": cfg.capsule_dim, "cutoff": cfg.cutoff,
             "max_neighbors": cfg.max_neighbors, "symprec": cfg.symprec}  # fmt: skip
-    theirs = {"arch": arch, "targets": tuple(src.targets), "width": src.width, "n_conv": src.n_conv,
+    theirs = {"arch": _arch(source), "targets": tuple(src.targets), "width": src.width, "n_conv": src.n_conv,
               "n_capsules": src.n_capsules, "capsule_dim": src.capsule_dim, "cutoff": source.graph_config.cutoff,
               "max_neighbors": source.graph_config.max_neighbors, "symprec": source.graph_config.symprec}  # fmt: skip
     differ = [f"{k} {mine[k]} vs {theirs[k]}" for k in mine if mine[k] != theirs[k]]
@@ -469,23 +477,9 @@ def save_ensemble(path: Path, members: list[torch.nn.Module], extra: dict | None
     if any(g != graphs[0] for g in graphs):
         raise ValueError("ensemble members were trained with different featuriser settings")
     Ensemble(members)  # checks the targets agree
-    payload = {
-        "version": CHECKPOINT_VERSION,
-        "arch": "ensemble",
-        "members": [
-            {
-                "arch": "cgcnn" if type(m).__name__ == "CGCNN" else "sen",
-                "model_config": m.config.to_dict(),
-                "state_dict": {k: v.detach().cpu() for k, v in m.state_dict().items()},
-            }
-            for m in members
-        ],  # fmt: skip
-        "graph_config": asdict(graphs[0]),
-        "extra": _plain(extra or {}),
-    }
-    tmp = Path(str(path) + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    payload = {"version": CHECKPOINT_VERSION, "arch": "ensemble", "members": [_network(m) for m in members],
+               "graph_config": asdict(graphs[0]), "extra": _plain(extra or {})}  # fmt: skip
+    _save(payload, path)
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> torch.nn.Module:

@@ -32,8 +32,12 @@ def predictor() -> Predictor:
 
 def test_weights_load_with_weights_only():
     payload = torch.load(MODEL / "model.pt", map_location="cpu", weights_only=True)
-    assert payload["arch"] == "sen"
-    assert set(payload["model_config"]["targets"]) == {"band_gap", "formation_energy_per_atom"}
+    networks = payload["members"] if payload["arch"] == "ensemble" else [payload]
+    for network in networks:
+        assert network["arch"] == "sen"
+        assert set(network["model_config"]["targets"]) == {"band_gap", "formation_energy_per_atom"}
+    card = json.loads((MODEL / "metrics.json").read_text())
+    assert card["n_members"] == len(networks) == Predictor.load().n_members
 
 
 def test_model_card_and_metrics_are_shipped():
@@ -61,3 +65,14 @@ def test_gallery_examples_predict_finite(predictor):
     for f, r in zip(files, results, strict=False):
         assert math.isfinite(r["band_gap"]) and r["band_gap"] >= 0, f.name
         assert math.isfinite(r["formation_energy_per_atom"]), f.name
+
+
+def test_an_ensemble_reports_the_spread_of_its_networks(predictor):
+    if predictor.n_members == 1:
+        pytest.skip("the shipped model is a single network")
+    nacl, cu = predictor.predict([rock_salt_nacl(), fcc_copper()])
+    for r in (nacl, cu):
+        assert 0 <= r["formation_energy_per_atom_std"] < 0.5 and 0 <= r["band_gap_std"] < 2.0
+    card = json.loads((MODEL / "metrics.json").read_text())
+    for target in ("band_gap", "formation_energy_per_atom"):
+        assert card["targets"][target]["spread"]["high_spread_threshold"] > 0

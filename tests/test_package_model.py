@@ -1,0 +1,86 @@
+"""scripts/package_model.py: one run or several (an ensemble) become a shipped model folder with measured numbers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from _builders import write_dataset
+
+from sen.model import Ensemble
+from sen.predict import Predictor
+from sen.train import TrainConfig, load_model, train
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "package_model.py"
+FE, GAP = "formation_energy_per_atom", "band_gap"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    """Three tiny runs on 40 built crystals: two on the split of seed 0, one on the split of seed 1."""
+    root = tmp_path_factory.mktemp("package")
+    data, _ = write_dataset(root / "crystals.jsonl.gz", 40)
+    (root / "tiny.toml").write_text(
+        f'data = "{data}"\ncache_dir = "{root / "cache"}"\nwidth = 16\nn_capsules = 4\ncapsule_dim = 8\n'
+        'epochs = 2\nbatch_size = 8\nlr = 0.003\nthreads = 1\nprogress = false\ndevice = "cpu"\n'
+    )
+    for name, overrides in {"a": {}, "b": {"dropout": 0.1}, "other_split": {"seed": 1}}.items():
+        torch.set_num_threads(1)
+        train(TrainConfig.from_file(root / "tiny.toml", out=str(root / "runs" / name), **overrides))
+    return root
+
+
+def package(root: Path, name: str, *runs: str) -> subprocess.CompletedProcess:
+    args = [sys.executable, str(SCRIPT), name, *(f"runs/{r}" for r in runs), "--config", "tiny.toml"]
+    return subprocess.run(args, cwd=root, capture_output=True, text=True, timeout=300)
+
+
+def test_an_ensemble_of_runs_is_packaged_and_measured(runs):
+    done = package(runs, "duo", "a", "b")
+    assert done.returncode == 0, done.stderr
+    folder = runs / "models" / "duo"
+    model = load_model(folder / "model.pt")
+    assert isinstance(model, Ensemble) and len(model.members) == 2
+    for member, run in zip(model.members, ("a", "b"), strict=True):
+        trained = load_model(runs / "runs" / run / "best.pt")
+        for key, value in trained.state_dict().items():
+            assert torch.equal(member.state_dict()[key], value), key
+    card = json.loads((folder / "metrics.json").read_text())
+    assert card["n_members"] == 2 and card["arch"] == "ensemble" and len(card["members"]) == 2
+    for target in (FE, GAP):
+        entry = card["targets"][target]
+        assert entry["test_mae"] > 0 and entry["test_n"] == 4 and entry["val_mae"] > 0
+        assert len(entry["spread"]["mae_by_spread_quartile"]) == 4
+    assert [m["dropout"] for m in card["members"]] == [0.0, 0.1]
+    assert (folder / "log_member1.csv").is_file() and (folder / "log_member2.csv").is_file()
+    assert json.loads((folder / "split.json").read_text()) == json.loads(
+        (runs / "runs" / "a" / "split.json").read_text()
+    )
+    assert Predictor.load(folder, device="cpu").n_members == 2
+
+    # the test MAE recorded is the packaged ensemble's, measured on the run's test split
+    summary_a = json.loads((runs / "runs" / "a" / "summary.json").read_text())
+    assert card["members"][0]["test_mae"][FE] == pytest.approx(summary_a["test"][FE]["mae"], rel=1e-5)
+
+
+def test_one_run_ships_its_best_checkpoint(runs):
+    done = package(runs, "solo", "a")
+    assert done.returncode == 0, done.stderr
+    folder = runs / "models" / "solo"
+    assert (folder / "model.pt").read_bytes() == (runs / "runs" / "a" / "best.pt").read_bytes()
+    card = json.loads((folder / "metrics.json").read_text())
+    summary = json.loads((runs / "runs" / "a" / "summary.json").read_text())
+    assert card["n_members"] == 1 and card["best_epoch"] == summary["best_epoch"]
+    assert card["targets"][FE]["test_mae"] == pytest.approx(summary["test"][FE]["mae"], rel=1e-5)
+    assert "spread" not in card["targets"][FE]
+
+
+def test_runs_on_different_splits_are_refused(runs):
+    done = package(runs, "mixed", "a", "other_split")
+    assert done.returncode != 0
+    assert done.stderr.strip() == "error: the runs were trained on different splits; an ensemble needs one split"
+    assert not (runs / "models" / "mixed").exists()
