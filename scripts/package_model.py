@@ -145,12 +145,11 @@ def spread_vs_error(model: torch.nn.Module, packed, indices: np.ndarray, targets
     result = {}
     for t in targets:
         s, e = np.concatenate(spreads[t]), np.concatenate(errors[t])
-        edges = np.quantile(s, [0.25, 0.5, 0.75])
-        quartile = np.searchsorted(edges, s, side="right")
+        quarters = np.array_split(np.argsort(s, kind="stable"), 4)  # by rank: ties (many zero spreads) split evenly
         threshold = float(np.quantile(s, SPREAD_QUANTILE))
         result[t] = {
-            "mae_by_spread_quartile": [float(e[quartile == q].mean()) for q in range(4)],
-            "spread_quartile_edges": [float(x) for x in edges],
+            "mae_by_spread_quartile": [float(e[q].mean()) for q in quarters],
+            "spread_quartile_ranges": [[float(s[q].min()), float(s[q].max())] for q in quarters],
             "high_spread_threshold": threshold,
             "high_spread_quantile": SPREAD_QUANTILE,
             "mae_above_threshold": float(e[s > threshold].mean()),

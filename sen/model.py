@@ -377,6 +377,11 @@ class Ensemble(nn.Module):
     def forward(self, batch: GraphBatch, explain: bool = False) -> dict[str, torch.Tensor]:
         """Same keys and units as :meth:`SEN.forward`, plus ``<target>_std`` for every target."""
         outs = [m(batch, explain=explain) for m in self.members]
+        return self.combine(outs, batch.crystal_index if explain else None)
+
+    def combine(self, outs: list[dict[str, torch.Tensor]], crystal_index: torch.Tensor | None = None) -> dict:
+        """The ensemble's outputs from its members' outputs (``crystal_index`` given: with the explanation)."""
+        explain = crystal_index is not None
         out = dict(outs[0]) if explain else {}
         for t in self.config.targets:
             stacked = torch.stack([o[t] for o in outs])  # (M, B)
@@ -392,7 +397,7 @@ class Ensemble(nn.Module):
         if explain and "atom_flow" in out:
             flow = torch.stack([o["atom_flow"] for o in outs]).mean(0)  # (N, T)
             preds = torch.stack([out[t] for t in self.config.targets], dim=-1)  # (B, T)
-            out.update(atom_flow=flow, atom_contributions=flow * preds[batch.crystal_index])
+            out.update(atom_flow=flow, atom_contributions=flow * preds[crystal_index])
         return out
 
 
