@@ -140,6 +140,9 @@ class Predictor:
           (0 when the network routes symmetry-equivalent atoms identically);
         * ``orbit_capsule_mutual_information`` (bits) between each atom's orbit and its
           dominant capsule, and ``orbit_entropy`` (bits), its upper bound.
+
+        For an ensemble the predictions (and ``atom_contributions``) are the ensemble's, the
+        routing matrices the first network's: capsules of different networks do not correspond.
         """
         graphs, reports = self._graphs([structure], symprec)
         out = self.model(collate(graphs).to(self.device), explain=True)
