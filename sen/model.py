@@ -357,8 +357,8 @@ class Ensemble(nn.Module):
     Each target is the mean of the members' predictions and ``<target>_std`` their spread
     (standard deviation over members): where the members disagree, trust the number less.
     The band gap is gated as in one network, on the members' mean ``metal_probability``: 0 when
-    it is above 0.5, else the mean of their gap amplitudes (this gate gave a lower validation
-    MAE than averaging the gated gaps; see ``models/sen_mp/README.md``). With ``explain=True`` the routing, attention
+    it is above 0.5, else the mean of their gap amplitudes, so that, as for one network, the gap
+    is 0 exactly when the reported metal probability is above 0.5. With ``explain=True`` the routing, attention
     and activations are the first member's (capsule k of one network is not capsule k of
     another, so they cannot be averaged); ``atom_contributions`` split the ensemble's
     prediction over atoms by the members' mean routing flow.

@@ -202,7 +202,6 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     if cfg.init_from:
         source = load_model(resolve_model_path(cfg.init_from))
         if isinstance(source, Ensemble):  # start from its first network
-            source.members[0].graph_config = source.graph_config
             source = source.members[0]
         _check_same_shape(source, cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -493,5 +492,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> torch.nn
 
     model = Ensemble([build(m) for m in payload["members"]]) if payload["arch"] == "ensemble" else build(payload)
     model.graph_config = GraphConfig(**payload["graph_config"])
+    for member in getattr(model, "members", ()):  # each network knows its featuriser, as a single one does
+        member.graph_config = model.graph_config
     model.extra = payload.get("extra", {})
     return model.to(device).eval()
