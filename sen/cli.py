@@ -58,7 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--weight-decay", type=float, help="AdamW weight decay")
     tr.add_argument("--dropout", type=float, help="dropout rate while training (0 = off)")
     tr.add_argument("--init-from", help="start from trained weights (model.pt, its folder or a name under models/)")
-    tr.add_argument("--seed", type=int)
+    tr.add_argument("--seed", type=int, help="weights and data order (and the split, unless --split-seed)")
+    tr.add_argument("--split-seed", type=int, help="seed of the train/val/test split (default: --seed)")
     tr.add_argument("--device", help="auto, cpu or cuda")
     tr.add_argument("--time-limit-min", type=float, help="stop after this many minutes of training")
     tr.add_argument("--threads", type=int, help="torch CPU threads")
@@ -189,7 +190,7 @@ def symmetry_to_dict(report, formula: str) -> dict:
 #: Settings of ``sen train`` that a command-line option overrides (when given).
 TRAIN_OVERRIDES = (
     "data", "data_format", "targets", "arch", "out", "width", "epochs", "batch_size", "lr", "weight_decay",
-    "dropout", "init_from", "seed", "device", "time_limit_min", "threads", "workers", "limit", "patience",
+    "dropout", "init_from", "seed", "split_seed", "device", "time_limit_min", "threads", "workers", "limit", "patience",
 )  # fmt: skip
 
 

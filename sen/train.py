@@ -55,7 +55,9 @@ class TrainConfig:
     init_from: str | None = None  # start from these weights (model.pt, its folder or a name under models/)
     warmup_epochs: float = 1.0
     patience: int = 15
-    seed: int = 0
+    seed: int = 0  # weights and data order (and the split, unless split_seed is given)
+    split_seed: int | None = None  # the train/val/test split's seed; keep it to train more networks on one split
+    loss_weights: dict = field(default_factory=dict)  # {target: weight} in the loss and validation score; default 1
     device: str = "auto"
     time_limit_min: float | None = None  # stop (and finish the LR schedule) within this many minutes
     threads: int | None = None
@@ -91,12 +93,26 @@ class TrainConfig:
             raise ValueError(f"arch must be one of {ARCHITECTURES}, got {cfg.arch!r}")
         if not 0.0 <= cfg.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {cfg.dropout}")
+        for t, w in cfg.loss_weights.items():
+            if t not in cfg.targets:
+                raise ValueError(f"loss_weights names {t!r}, which is not a target ({', '.join(cfg.targets)})")
+            if not (isinstance(w, (int, float)) and math.isfinite(w) and w > 0):
+                raise ValueError(f"loss weight of {t} must be a positive number, got {w!r}")
         return cfg
+
+    def weight(self, target: str) -> float:
+        """This target's weight in the loss and in the validation score."""
+        return float(self.loss_weights.get(target, 1.0))
 
     @property
     def graph_config(self) -> GraphConfig:
         """Featuriser settings for this run."""
         return GraphConfig(cutoff=self.cutoff, max_neighbors=self.max_neighbors, symprec=self.symprec)
+
+    @property
+    def split_seed_used(self) -> int:
+        """The seed that draws the train/val/test split."""
+        return self.seed if self.split_seed is None else self.split_seed
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -125,18 +141,21 @@ def is_gap_target(name: str) -> bool:
     return "gap" in name
 
 
-def loss_fn(out: dict[str, torch.Tensor], y: torch.Tensor, config: SENConfig) -> torch.Tensor:
-    """Sum over targets of standardised L1 (plus BCE on 'is the gap > 0' for gap targets)."""
+def loss_fn(
+    out: dict[str, torch.Tensor], y: torch.Tensor, config: SENConfig, weights: dict[str, float] | None = None
+) -> torch.Tensor:
+    """Weighted sum over targets of standardised L1 (plus BCE on 'is the gap > 0' for gap targets)."""
     total = y.new_zeros(())
     for j, t in enumerate(config.targets):
         std = config.target_stats[t][1]
+        w = (weights or {}).get(t, 1.0)
         if is_gap_target(t):
             positive = y[:, j] > 0
-            total = total + F.binary_cross_entropy_with_logits(out["band_gap_logit"], positive.float())
+            total = total + w * F.binary_cross_entropy_with_logits(out["band_gap_logit"], positive.float())
             if positive.any():
-                total = total + (out["band_gap_amplitude"][positive] - y[positive, j]).abs().mean() / std
+                total = total + w * (out["band_gap_amplitude"][positive] - y[positive, j]).abs().mean() / std
         else:
-            total = total + (out[t] - y[:, j]).abs().mean() / std
+            total = total + w * (out[t] - y[:, j]).abs().mean() / std
     return total
 
 
@@ -218,13 +237,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
             dist.barrier()
     if main:
         print(report)
-    split = split_ids(packed.ids, seed=cfg.seed)
+    split = split_ids(packed.ids, seed=cfg.split_seed_used)
     index_of = {cid: i for i, cid in enumerate(packed.ids)}
     idx = {k: np.array([index_of[c] for c in v], dtype=np.int64) for k, v in split.items()}
     if len(idx["train"]) == 0 or len(idx["val"]) == 0:
         raise ValueError(f"dataset too small to split: {len(packed)} usable crystals")
     if main:
-        (out_dir / "split.json").write_text(json.dumps({"seed": cfg.seed, **split}))
+        (out_dir / "split.json").write_text(json.dumps({"seed": cfg.split_seed_used, **split}))
         (out_dir / "data_report.json").write_text(json.dumps(report.to_dict(), indent=1))
 
     y_train = packed.targets[idx["train"]]
@@ -259,6 +278,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         # the last convolution's edge update feeds nothing, so some parameters get no gradient
         train_model = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
 
+    weights = {t: cfg.weight(t) for t in cfg.targets}
     n_train = len(idx["train"])
     steps_per_epoch = max(1, math.ceil(n_train / (cfg.batch_size * world)))
     total_steps = steps_per_epoch * cfg.epochs
@@ -308,7 +328,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
             batch = collate([packed.graph(i) for i in sel]).to(device)
             y = torch.from_numpy(packed.targets[sel]).to(device)
             out = train_model(batch)
-            loss = loss_fn(out, y, model_config)
+            loss = loss_fn(out, y, model_config, weights)
             with torch.no_grad():
                 pred = torch.stack([out[t] for t in cfg.targets], dim=-1)
                 abs_err += (pred - y).abs().sum(0).double().cpu()
@@ -328,7 +348,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
             pred = predict_packed(model, packed, idx["val"], device)
             true = packed.targets[idx["val"]]
             maes = [float(np.abs(pred[:, j] - true[:, j]).mean()) for j in range(len(cfg.targets))]
-            score = float(np.mean([m / stats[t][1] for m, t in zip(maes, cfg.targets, strict=False)]))
+            score = sum(weights[t] * m / stats[t][1] for m, t in zip(maes, cfg.targets, strict=True)) / sum(
+                weights.values()
+            )
             improved = score < state["best"]
             if improved:
                 state.update(best=score, best_epoch=epoch + 1, bad_epochs=0)

@@ -115,6 +115,49 @@ def test_early_stopping_on_validation_mae(dataset, tmp_path):
     assert float(log[-1]["val_score"]) >= float(log[summary["best_epoch"] - 1]["val_score"])
 
 
+def test_split_seed_keeps_the_split_while_seed_changes_the_network(dataset, tmp_path):
+    """Another network for an ensemble: new weights and data order, the same train/val/test split."""
+    a = train(tiny_config(dataset, tmp_path / "a", epochs=1))
+    b = train(tiny_config(dataset, tmp_path / "b", epochs=1, seed=3, split_seed=0))
+    c = train(tiny_config(dataset, tmp_path / "c", epochs=1, seed=3))
+    split = {k: json.loads((tmp_path / k / "split.json").read_text()) for k in "abc"}
+    assert split["b"] == split["a"] and split["b"]["seed"] == 0
+    assert split["c"]["seed"] == 3 and split["c"]["test"] != split["a"]["test"]  # seed alone re-draws the split
+    assert a["test"][FE]["mae"] != b["test"][FE]["mae"]  # a different network
+    wa = load_model(tmp_path / "a" / "best.pt").state_dict()
+    wb = load_model(tmp_path / "b" / "best.pt").state_dict()
+    assert any(not torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_loss_weights_scale_each_target_in_loss_and_validation_score(dataset, tmp_path):
+    cfg = SEN().config
+    y = torch.tensor([[-1.0, 0.0], [-2.0, 1.5]])
+    out = {
+        FE: torch.tensor([-1.2, -1.7]),
+        "band_gap_logit": torch.tensor([0.3, 0.8]),
+        "band_gap_amplitude": torch.tensor([0.5, 1.0]),
+    }
+    fe_std = cfg.target_stats[FE][1]
+    fe_part = (0.2 + 0.3) / 2 / fe_std
+    plain = float(sen.train.loss_fn(out, y, cfg))
+    weighted = float(sen.train.loss_fn(out, y, cfg, {FE: 3.0, GAP: 1.0}))
+    assert weighted == pytest.approx(plain + 2 * fe_part, rel=1e-6)
+
+    # the validation score (what picks best.pt) is the weighted mean of the standardised MAEs
+    out_dir = tmp_path / "w"
+    train(tiny_config(dataset, out_dir, epochs=2, loss_weights={FE: 3.0}))
+    stats = load_model(out_dir / "best.pt").config.target_stats
+    for row in read_log(out_dir):
+        fe, gap = float(row[f"val_mae_{FE}"]), float(row[f"val_mae_{GAP}"])
+        want = (3 * fe / stats[FE][1] + gap / stats[GAP][1]) / 4
+        assert float(row["val_score"]) == pytest.approx(want, rel=1e-3)
+
+    with pytest.raises(ValueError, match="not a target"):
+        TrainConfig.from_dict({"loss_weights": {"volume": 2.0}})
+    with pytest.raises(ValueError, match="positive number"):
+        TrainConfig.from_dict({"loss_weights": {FE: 0}})
+
+
 class Interrupted(KeyboardInterrupt):
     """Raised inside the training loop, like Ctrl-C or a killed job."""
 
@@ -183,13 +226,13 @@ def test_cli_train_applies_command_line_overrides_to_the_toml(dataset, tmp_path,
         f'data = "{path}"\ncache_dir = "{cache}"\nout = "{tmp_path / "from_toml"}"\n'
         'targets = ["formation_energy_per_atom", "band_gap"]\n'
         "width = 64\nn_capsules = 4\ncapsule_dim = 8\nepochs = 50\nbatch_size = 32\nlr = 0.01\n"
-        "seed = 0\nthreads = 1\npatience = 100\n"
+        "seed = 0\nthreads = 1\npatience = 100\n[loss_weights]\nformation_energy_per_atom = 2.0\n"
     )
     out = tmp_path / "from_cli"
     rc = main(
         ["train", "--config", str(config), "--epochs", "2", "--width", "16", "--batch-size", "8", "--lr", "0.004",
          "--seed", "3", "--device", "cpu", "--targets", FE, "--out", str(out), "--dropout", "0.2",
-         "--weight-decay", "0.001", "--no-progress"]
+         "--weight-decay", "0.001", "--split-seed", "5", "--no-progress"]
     )  # fmt: skip
     assert rc == 0
     assert "epoch 2:" in capsys.readouterr().out
@@ -198,14 +241,15 @@ def test_cli_train_applies_command_line_overrides_to_the_toml(dataset, tmp_path,
     saved = torch.load(out / "last.pt", weights_only=True)["train_config"]
     expected = asdict(TrainConfig.from_file(config))
     expected.update(epochs=2, width=16, batch_size=8, lr=0.004, seed=3, device="cpu", targets=[FE], out=str(out))
-    expected.update(dropout=0.2, weight_decay=0.001)
+    expected.update(dropout=0.2, weight_decay=0.001, split_seed=5)
     expected.update(progress=False)
+    assert expected["loss_weights"] == {FE: 2.0}  # from the TOML file's table
     assert saved == sen.train._plain(expected)
     assert saved["n_capsules"] == 4 and saved["capsule_dim"] == 8  # from the TOML file
 
     model = load_model(out / "best.pt")
     assert model.config.width == 16 and model.config.targets == (FE,) and model.config.dropout == 0.2
-    assert json.loads((out / "split.json").read_text())["seed"] == 3
+    assert json.loads((out / "split.json").read_text())["seed"] == 5  # --split-seed, not --seed
     assert json.loads((out / "summary.json").read_text())["epochs_run"] == 2
     assert len(read_log(out)) == 2
 
