@@ -119,7 +119,7 @@ def test_split_seed_keeps_the_split_while_seed_changes_the_network(dataset, tmp_
     """Another network for an ensemble: new weights and data order, the same train/val/test split."""
     a = train(tiny_config(dataset, tmp_path / "a", epochs=1))
     b = train(tiny_config(dataset, tmp_path / "b", epochs=1, seed=3, split_seed=0))
-    c = train(tiny_config(dataset, tmp_path / "c", epochs=1, seed=3))
+    train(tiny_config(dataset, tmp_path / "c", epochs=1, seed=3))
     split = {k: json.loads((tmp_path / k / "split.json").read_text()) for k in "abc"}
     assert split["b"] == split["a"] and split["b"]["seed"] == 0
     assert split["c"]["seed"] == 3 and split["c"]["test"] != split["a"]["test"]  # seed alone re-draws the split
