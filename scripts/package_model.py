@@ -26,8 +26,9 @@ from pymatgen.core import Element
 from scipy.stats import spearmanr
 
 from sen.data import load_dataset
+from sen.graph import collate
 from sen.model import TARGET_UNITS
-from sen.train import TrainConfig, load_model, predict_packed, regression_metrics, save_ensemble
+from sen.train import TrainConfig, load_model, regression_metrics, save_ensemble
 
 SPREAD_QUANTILE = 0.9  # the app flags crystals whose ensemble spread is above this quantile of the test split's
 
@@ -76,14 +77,17 @@ def main() -> None:
                       key=lambda s: Element(s).Z)  # fmt: skip
     mean_pred = packed.targets[idx["train"]].mean(0)
 
-    def measure(net: torch.nn.Module, part: str) -> tuple[dict, np.ndarray]:
-        pred = predict_packed(net, packed, idx[part], "cpu")
+    # each network predicts each split once; the ensemble's numbers combine those outputs as its forward does
+    nets = list(model.members) if len(members) > 1 else [model]
+    outs = {part: [raw_outputs(net, packed, idx[part]) for net in nets] for part in ("val", "test")}
+    whole = {part: model.combine(o) if len(nets) > 1 else o[0] for part, o in outs.items()}
+
+    def measure(out: dict[str, torch.Tensor], part: str) -> dict:
         true = packed.targets[idx[part]]
-        return {t: regression_metrics(pred[:, j], true[:, j]) for j, t in enumerate(cfg.targets)}, pred
+        return {t: regression_metrics(out[t].numpy(), true[:, j]) for j, t in enumerate(cfg.targets)}
 
     targets = {}
-    test, test_pred = measure(model, "test")
-    val, _ = measure(model, "val")
+    test, val = measure(whole["test"], "test"), measure(whole["val"], "val")
     for j, t in enumerate(cfg.targets):
         m, true = test[t], packed.targets[idx["test"], j]
         targets[t] = {
@@ -91,14 +95,13 @@ def main() -> None:
             "test_n": m["n"], "val_mae": val[t]["mae"],
             "test_mae_mean_predictor": regression_metrics(np.full(len(true), mean_pred[j]), true)["mae"],
         }  # fmt: skip
-    if len(members) > 1:
-        spread = spread_vs_error(model, packed, idx["test"], cfg.targets)
-        for t in cfg.targets:
-            targets[t]["spread"] = spread[t]
+        if len(nets) > 1:
+            targets[t]["spread"] = spread_vs_error(
+                whole["test"][f"{t}_std"].numpy(), np.abs(whole["test"][t].numpy() - true)
+            )
     member_cards = []
-    for run, net, summary in zip(args.runs, members, summaries, strict=True):
-        m_val, _ = measure(net, "val")
-        m_test, _ = measure(net, "test")
+    for k, (run, net, summary) in enumerate(zip(args.runs, nets, summaries, strict=True)):
+        m_val, m_test = measure(outs["val"][k], "val"), measure(outs["test"][k], "test")
         member_cards.append({
             "run": str(run), "best_epoch": summary.get("best_epoch"), "epochs_run": summary.get("epochs_run"),
             "train_time_s": summary.get("train_time_s"), "dropout": net.config.dropout,
@@ -128,35 +131,30 @@ def main() -> None:
     print(json.dumps({k: card[k] for k in ("name", "n_members", "targets", "train_time_s", "finished")}, indent=1))
 
 
-def spread_vs_error(model: torch.nn.Module, packed, indices: np.ndarray, targets: tuple[str, ...]) -> dict:
-    """How the members' spread tracks the ensemble's error on ``indices``: MAE by spread quartile,
-    and the MAE above the ``SPREAD_QUANTILE`` spread (the app's "the networks disagree" threshold)."""
-    from sen.graph import collate
+@torch.no_grad()
+def raw_outputs(net: torch.nn.Module, packed, indices: np.ndarray, batch_size: int = 256) -> dict[str, torch.Tensor]:
+    """Everything ``net`` returns (targets, metal probability, gap amplitude...) for the crystals ``indices``."""
+    net.eval()
+    parts = [
+        net(collate([packed.graph(i) for i in indices[s : s + batch_size]])) for s in range(0, len(indices), batch_size)
+    ]
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
-    model.eval()
-    spreads, errors = {t: [] for t in targets}, {t: [] for t in targets}
-    with torch.no_grad():
-        for start in range(0, len(indices), 256):
-            sel = indices[start : start + 256]
-            out = model(collate([packed.graph(i) for i in sel]))
-            for j, t in enumerate(targets):
-                spreads[t].append(out[f"{t}_std"].numpy())
-                errors[t].append(np.abs(out[t].numpy() - packed.targets[sel, j]))
-    result = {}
-    for t in targets:
-        s, e = np.concatenate(spreads[t]), np.concatenate(errors[t])
-        quarters = np.array_split(np.argsort(s, kind="stable"), 4)  # by rank: ties (many zero spreads) split evenly
-        threshold = float(np.quantile(s, SPREAD_QUANTILE))
-        result[t] = {
-            "mae_by_spread_quartile": [float(e[q].mean()) for q in quarters],
-            "spread_quartile_ranges": [[float(s[q].min()), float(s[q].max())] for q in quarters],
-            "high_spread_threshold": threshold,
-            "high_spread_quantile": SPREAD_QUANTILE,
-            "mae_above_threshold": float(e[s > threshold].mean()),
-            "mae_below_threshold": float(e[s <= threshold].mean()),
-            "spearman_spread_error": float(spearmanr(s, e).statistic),
-        }
-    return result
+
+def spread_vs_error(s: np.ndarray, e: np.ndarray) -> dict:
+    """How the members' spread ``s`` tracks the ensemble's absolute error ``e``: MAE by spread quartile,
+    and the MAE above the ``SPREAD_QUANTILE`` spread (the app's "the networks disagree" threshold)."""
+    quarters = np.array_split(np.argsort(s, kind="stable"), 4)  # by rank: ties (many zero spreads) split evenly
+    threshold = float(np.quantile(s, SPREAD_QUANTILE))
+    return {
+        "mae_by_spread_quartile": [float(e[q].mean()) for q in quarters],
+        "spread_quartile_ranges": [[float(s[q].min()), float(s[q].max())] for q in quarters],
+        "high_spread_threshold": threshold,
+        "high_spread_quantile": SPREAD_QUANTILE,
+        "mae_above_threshold": float(e[s > threshold].mean()),
+        "mae_below_threshold": float(e[s <= threshold].mean()),
+        "spearman_spread_error": float(spearmanr(s, e).statistic),
+    }
 
 
 if __name__ == "__main__":

@@ -7,13 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from _builders import write_dataset
 
+from sen.data import load_dataset
 from sen.model import Ensemble
 from sen.predict import Predictor
-from sen.train import TrainConfig, load_model, train
+from sen.train import TrainConfig, load_model, predict_packed, train
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "package_model.py"
 FE, GAP = "formation_energy_per_atom", "band_gap"
@@ -65,6 +67,13 @@ def test_an_ensemble_of_runs_is_packaged_and_measured(runs):
     # the test MAE recorded is the packaged ensemble's, measured on the run's test split
     summary_a = json.loads((runs / "runs" / "a" / "summary.json").read_text())
     assert card["members"][0]["test_mae"][FE] == pytest.approx(summary_a["test"][FE]["mae"], rel=1e-5)
+    cfg = TrainConfig.from_file(runs / "tiny.toml")
+    packed, _ = load_dataset(cfg.data, cfg.targets, graph_config=cfg.graph_config, cache_dir=cfg.cache_dir)
+    test = np.array([list(packed.ids).index(c) for c in json.loads((folder / "split.json").read_text())["test"]])
+    pred = predict_packed(model, packed, test, "cpu")
+    for j, target in enumerate((FE, GAP)):
+        want = float(np.abs(pred[:, j] - packed.targets[test, j]).mean())
+        assert card["targets"][target]["test_mae"] == pytest.approx(want, rel=1e-5)
 
 
 def test_one_run_ships_its_best_checkpoint(runs):
