@@ -237,9 +237,7 @@ def prediction(crystal: CrystalFile, structure: Structure, predictor: Predictor 
             else "uncertainty: the test error of these weights has not been measured yet"
         )
         if f"{target}_std" in explanation:
-            caption += (
-                f"; the {predictor.n_members} networks spread ± {explanation[f'{target}_std']:.{digits + 1}f} {unit}"
-            )
+            caption += f"; the {predictor.members_for(target)} networks spread ± {explanation[f'{target}_std']:.{digits + 1}f} {unit}"
         column.caption(caption)
     if "metal_probability" in explanation:
         p_metal = float(explanation["metal_probability"])
@@ -250,7 +248,7 @@ def prediction(crystal: CrystalFile, structure: Structure, predictor: Predictor 
         )
         columns[2].caption(f"probability of a zero gap: {p_metal:.0%}")
     for target in predictor.targets:
-        note = spread_warning(card, target, explanation, predictor.n_members)
+        note = spread_warning(card, target, explanation, predictor.members_for(target))
         if note:
             st.warning(note)
     for note in coverage_warnings(structure, card):
@@ -384,7 +382,8 @@ def routing(crystal: CrystalFile, structure: Structure, explanation: dict | None
     )
     if predictor.n_members > 1:
         st.caption(
-            f"This model is an ensemble of {predictor.n_members} networks and its predictions are their mean. The "
+            f"This model is an ensemble of {predictor.n_members} networks and each prediction is the mean of the "
+            "networks chosen for that property. The "
             "routing shown is that of the first network: capsule k of one network is not capsule k of another, so "
             "routings cannot be averaged. Per-atom contributions split the ensemble's prediction."
         )

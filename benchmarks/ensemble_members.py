@@ -3,7 +3,9 @@
 Predicts the validation crystals of ``models/sen_mp/split.json`` once per candidate network,
 then scores every subset that contains the first candidate (combined exactly as
 ``sen.model.Ensemble`` does) by the mean standardised validation MAE, the score ``sen train``
-selects checkpoints by. Prints the table in benchmarks/README.md; writes
+selects checkpoints by, and, per target, picks the subset with the lowest validation MAE of that
+target (an ensemble may take each target from its own networks: ``--target-runs`` of
+scripts/package_model.py). Prints the tables in benchmarks/README.md; writes
 ``benchmarks/results/ensemble_members.json``. The test split is not looked at.
 
     python benchmarks/ensemble_members.py runs/sen_mp/best.pt runs/sen_mp_control/best.pt \\
@@ -61,8 +63,19 @@ def main() -> None:
     for r in rows:
         cells = " | ".join(f"{r['val_mae'][t]:.4f}" for t in targets)
         print(f"| {' + '.join(Path(m).parent.name for m in r['members'])} | {cells} | {r['score']:.5f} |")
-    args.out.write_text(json.dumps({"split": "val", "candidates": [str(c) for c in args.candidates], "subsets": rows},
-                                   indent=1))  # fmt: skip
+    per_target = {}
+    for t in targets:
+        best = min(rows, key=lambda r: (r["val_mae"][t], len(r["members"])))  # ties: fewer networks
+        per_target[t] = {"members": best["members"], "val_mae": best["val_mae"][t]}
+    print("\n| target | networks chosen for it | val MAE |\n|---|---|---:|")
+    for t, choice in per_target.items():
+        print(f"| {t} | {' + '.join(Path(m).parent.name for m in choice['members'])} | {choice['val_mae']:.4f} |")
+    chosen = sorted({m for c in per_target.values() for m in c["members"]}, key=[str(c) for c in args.candidates].index)
+    score = float(np.mean([per_target[t]["val_mae"] / float(scale[j]) for j, t in enumerate(targets)]))
+    print(f"\nper-target choice: {len(chosen)} networks, score {score:.5f} (best single subset {rows[0]['score']:.5f})")
+    result = {"split": "val", "candidates": [str(c) for c in args.candidates], "subsets": rows,
+              "per_target": per_target, "per_target_networks": chosen, "per_target_score": score}  # fmt: skip
+    args.out.write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

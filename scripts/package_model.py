@@ -2,6 +2,8 @@
 
     python scripts/package_model.py sen_mp runs/sen_mp --config configs/sen_mp.toml [--reproduce "..."]
     python scripts/package_model.py sen_mp runs/a runs/b runs/c --config configs/sen_mp.toml   # an ensemble
+    python scripts/package_model.py sen_mp runs/a runs/b runs/c --config configs/sen_mp.toml \
+        --target-runs formation_energy_per_atom=runs/a,runs/c   # formation energy from two of the three
 
 One run ships its ``best.pt`` as ``model.pt``; several runs (trained on the same split) ship as
 one :class:`sen.model.Ensemble` file whose predictions are the mean of the runs' networks, with
@@ -27,7 +29,7 @@ from scipy.stats import spearmanr
 
 from sen.data import load_dataset
 from sen.graph import collate
-from sen.model import TARGET_UNITS
+from sen.model import TARGET_UNITS, Ensemble
 from sen.train import TrainConfig, load_model, regression_metrics, save_ensemble
 
 SPREAD_QUANTILE = 0.9  # the app flags crystals whose ensemble spread is above this quantile of the test split's
@@ -39,13 +41,27 @@ def main() -> None:
     ap.add_argument("runs", type=Path, nargs="+", help="training output folders (each with best.pt and split.json)")
     ap.add_argument("--config", type=Path, required=True)
     ap.add_argument("--reproduce", help="the training command(s) to record, if more than `sen train --config C`")
+    ap.add_argument("--target-runs", action="append", default=[], metavar="TARGET=RUN,RUN",
+                    help="an ensemble's networks for one target (default: all the runs); repeat per target")  # fmt: skip
     args = ap.parse_args()
+    target_members = {}
+    for spec in args.target_runs:
+        target, _, names = spec.partition("=")
+        chosen = [Path(n) for n in names.split(",") if n]
+        if any(run not in args.runs for run in chosen):
+            raise SystemExit(f"error: --target-runs {spec}: every run must be one of the runs being packaged")
+        target_members[target] = [args.runs.index(run) for run in chosen]
 
     cfg = TrainConfig.from_file(args.config)
     members = [load_model(run / "best.pt") for run in args.runs]  # each loads with weights_only=True
     splits = [json.loads((run / "split.json").read_text()) for run in args.runs]
     if any(s != splits[0] for s in splits[1:]):
         raise SystemExit("error: the runs were trained on different splits; an ensemble needs one split")
+    if target_members:
+        try:
+            Ensemble(members, target_members)  # checks the choice before anything is written
+        except ValueError as exc:
+            raise SystemExit(f"error: --target-runs: {exc}") from None
     summaries = [json.loads(p.read_text()) if (p := run / "summary.json").is_file() else {} for run in args.runs]
 
     out = Path("models") / args.name
@@ -54,7 +70,7 @@ def main() -> None:
         shutil.copy(args.runs[0] / "best.pt", out / "model.pt")
         shutil.copy(args.runs[0] / "log.csv", out / "log.csv")
     else:
-        save_ensemble(out / "model.pt", members, extra={"members": [str(r) for r in args.runs]})
+        save_ensemble(out / "model.pt", members, {"members": [str(r) for r in args.runs]}, target_members)
         (out / "log.csv").unlink(missing_ok=True)
         for i, run in enumerate(args.runs, 1):
             shutil.copy(run / "log.csv", out / f"log_member{i}.csv")
@@ -118,6 +134,7 @@ def main() -> None:
         "n_train": int(train_mask.sum()),
         "seed": splits[0].get("seed", cfg.seed),
         "members": member_cards,
+        "target_members": {t: [str(args.runs[i]) for i in m] for t, m in getattr(model, "target_members", {}).items()},
         "train_time_s": sum(m["train_time_s"] or 0.0 for m in member_cards),
         "hardware": f"{platform.machine()} CPU, {cfg.threads or torch.get_num_threads()} thread(s) per run, torch {torch.__version__}",
         "config": json.loads(json.dumps({k: v for k, v in vars(cfg).items() if k != "extra"}, default=list)),

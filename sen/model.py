@@ -354,17 +354,20 @@ class SEN(nn.Module):
 class Ensemble(nn.Module):
     """Several trained networks with the same targets and featuriser, predicting as one.
 
-    Each target is the mean of the members' predictions and ``<target>_std`` their spread
-    (standard deviation over members): where the members disagree, trust the number less.
-    The band gap is gated as in one network, on the members' mean ``metal_probability``: 0 when
-    it is above 0.5, else the mean of their gap amplitudes, so that, as for one network, the gap
-    is 0 exactly when the reported metal probability is above 0.5. With ``explain=True`` the routing, attention
-    and activations are the first member's (capsule k of one network is not capsule k of
-    another, so they cannot be averaged); ``atom_contributions`` split the ensemble's
-    prediction over atoms by the members' mean routing flow.
+    Each target is the mean of its members' predictions and ``<target>_std`` their spread
+    (standard deviation over those members): where they disagree, trust the number less. By
+    default every network is a member for every target; ``target_members`` ({target: [network
+    indices]}) narrows a target to the networks chosen for it (on validation data), e.g. networks
+    fine-tuned for formation energy that are left out of the band gap. The band gap is gated as in
+    one network, on its members' mean ``metal_probability``: 0 when it is above 0.5, else the mean
+    of their gap amplitudes, so that, as for one network, the gap is 0 exactly when the reported
+    metal probability is above 0.5. With ``explain=True`` the routing, attention and activations
+    are the first network's (capsule k of one network is not capsule k of another, so they cannot
+    be averaged); ``atom_contributions`` split each prediction over atoms by its members' mean
+    routing flow.
     """
 
-    def __init__(self, members: list[nn.Module]):
+    def __init__(self, members: list[nn.Module], target_members: dict[str, list[int]] | None = None):
         super().__init__()
         if not members:
             raise ValueError("an ensemble needs at least one member")
@@ -373,6 +376,17 @@ class Ensemble(nn.Module):
             raise ValueError(f"ensemble members predict different targets: {sorted(targets)}")
         self.members = nn.ModuleList(members)
         self.config = members[0].config
+        self.target_members = {t: list(range(len(members))) for t in self.config.targets}
+        for t, chosen in (target_members or {}).items():
+            if t not in self.target_members:
+                raise ValueError(f"target_members names {t!r}, which the networks do not predict")
+            chosen = sorted({int(i) for i in chosen})
+            if not chosen or chosen[0] < 0 or chosen[-1] >= len(members):
+                raise ValueError(f"target_members[{t!r}] must list some of the networks 0..{len(members) - 1}")
+            self.target_members[t] = chosen
+        unused = set(range(len(members))) - {i for chosen in self.target_members.values() for i in chosen}
+        if unused:
+            raise ValueError(f"network(s) {sorted(unused)} serve no target; leave them out of the ensemble")
 
     def forward(self, batch: GraphBatch, explain: bool = False) -> dict[str, torch.Tensor]:
         """Same keys and units as :meth:`SEN.forward`, plus ``<target>_std`` for every target."""
@@ -383,19 +397,25 @@ class Ensemble(nn.Module):
         """The ensemble's outputs from its members' outputs (``crystal_index`` given: with the explanation)."""
         explain = crystal_index is not None
         out = dict(outs[0]) if explain else {}
+
+        def mean_over(key: str, target: str) -> torch.Tensor:
+            return torch.stack([outs[i][key] for i in self.target_members[target]]).mean(0)
+
         for t in self.config.targets:
-            stacked = torch.stack([o[t] for o in outs])  # (M, B)
+            stacked = torch.stack([outs[i][t] for i in self.target_members[t]])  # (M_t, B)
             out[t] = stacked.mean(0)
             out[f"{t}_std"] = stacked.std(0, unbiased=False)
         if "metal_probability" in outs[0]:  # one gate for the ensemble, as for one network: metal when p > 0.5
-            p_metal = torch.stack([o["metal_probability"] for o in outs]).mean(0)
-            amplitude = torch.stack([o["band_gap_amplitude"] for o in outs]).mean(0)
+            p_metal, amplitude = mean_over("metal_probability", "band_gap"), mean_over("band_gap_amplitude", "band_gap")
             out.update(
                 metal_probability=p_metal, band_gap_amplitude=amplitude, band_gap_logit=torch.logit(1.0 - p_metal)
             )
             out["band_gap"] = torch.where(p_metal <= 0.5, amplitude, torch.zeros_like(amplitude))
         if explain and "atom_flow" in out:
-            flow = torch.stack([o["atom_flow"] for o in outs]).mean(0)  # (N, T)
+            flow = torch.stack(
+                [torch.stack([outs[i]["atom_flow"][:, j] for i in self.target_members[t]]).mean(0)
+                 for j, t in enumerate(self.config.targets)], dim=-1,
+            )  # fmt: skip  # (N, T)
             preds = torch.stack([out[t] for t in self.config.targets], dim=-1)  # (B, T)
             out.update(atom_flow=flow, atom_contributions=flow * preds[crystal_index])
         return out

@@ -55,6 +55,10 @@ class Predictor:
         """Number of networks behind each prediction (more than 1 for an ensemble)."""
         return len(self.model.members) if isinstance(self.model, Ensemble) else 1
 
+    def members_for(self, target: str) -> int:
+        """Number of networks whose mean is the prediction of ``target`` (an ensemble may choose per target)."""
+        return len(self.model.target_members[target]) if isinstance(self.model, Ensemble) else 1
+
     @classmethod
     def load(cls, name_or_path: str | Path = DEFAULT_MODEL, device: str | None = None) -> Predictor:
         """Load shipped weights (a name under ``models/``) or a ``model.pt`` / folder path.

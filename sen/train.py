@@ -492,14 +492,21 @@ def _check_same_shape(source: torch.nn.Module, cfg: TrainConfig) -> None:
         raise ValueError(f"--init-from {cfg.init_from}: this run differs from those weights in " + "; ".join(differ))
 
 
-def save_ensemble(path: Path, members: list[torch.nn.Module], extra: dict | None = None) -> None:
-    """Save trained networks (same targets and featuriser) as one :class:`~sen.model.Ensemble` file."""
+def save_ensemble(
+    path: Path,
+    members: list[torch.nn.Module],
+    extra: dict | None = None,
+    target_members: dict[str, list[int]] | None = None,
+) -> None:
+    """Save trained networks (same targets and featuriser) as one :class:`~sen.model.Ensemble` file;
+    ``target_members`` as in :class:`~sen.model.Ensemble` (default: every network for every target)."""
     graphs = [getattr(m, "graph_config", None) or GraphConfig(cutoff=m.config.cutoff) for m in members]
     if any(g != graphs[0] for g in graphs):
         raise ValueError("ensemble members were trained with different featuriser settings")
-    Ensemble(members)  # checks the targets agree
+    ensemble = Ensemble(members, target_members)  # checks the targets and the choice of members
     payload = {"version": CHECKPOINT_VERSION, "arch": "ensemble", "members": [_network(m) for m in members],
-               "graph_config": asdict(graphs[0]), "extra": _plain(extra or {})}  # fmt: skip
+               "target_members": ensemble.target_members, "graph_config": asdict(graphs[0]),
+               "extra": _plain(extra or {})}  # fmt: skip
     _save(payload, path)
 
 
@@ -512,7 +519,10 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> torch.nn
         net.load_state_dict(entry["state_dict"])
         return net
 
-    model = Ensemble([build(m) for m in payload["members"]]) if payload["arch"] == "ensemble" else build(payload)
+    if payload["arch"] == "ensemble":
+        model = Ensemble([build(m) for m in payload["members"]], payload.get("target_members"))
+    else:
+        model = build(payload)
     model.graph_config = GraphConfig(**payload["graph_config"])
     for member in getattr(model, "members", ()):  # each network knows its featuriser, as a single one does
         member.graph_config = model.graph_config

@@ -282,6 +282,37 @@ def test_ensemble_explanation_is_the_first_networks_routing_and_adds_up(small_co
         torch.testing.assert_close(per_crystal, out[target], atol=1e-3, rtol=1e-3)
 
 
+def test_ensemble_can_choose_its_networks_per_target(small_config, crystals):
+    names = ["SrTiO3", "TiO2", "Cu"]
+    graphs = [build_graph(crystals[n]) for n in names]
+    nets = random_networks(small_config)
+    ensemble = Ensemble(nets, target_members={FE: [0, 2], "band_gap": [0, 1]}).eval()
+    out = run(ensemble, graphs, explain=True)
+    each = [run(net, graphs, explain=True) for net in nets]
+
+    fe = torch.stack([each[0][FE], each[2][FE]])
+    torch.testing.assert_close(out[FE], fe.mean(0))
+    torch.testing.assert_close(out[f"{FE}_std"], fe.std(0, unbiased=False))
+    p_metal = (each[0]["metal_probability"] + each[1]["metal_probability"]) / 2  # the gap's networks only
+    amplitude = (each[0]["band_gap_amplitude"] + each[1]["band_gap_amplitude"]) / 2
+    torch.testing.assert_close(out["metal_probability"], p_metal)
+    torch.testing.assert_close(out["band_gap"], torch.where(p_metal <= 0.5, amplitude, torch.zeros_like(amplitude)))
+    crystal = collate(graphs).crystal_index
+    for j, target in enumerate(small_config.targets):  # contributions still add up, per target
+        per_crystal = torch.zeros(len(graphs)).index_add_(0, crystal, out["atom_contributions"][:, j])
+        torch.testing.assert_close(per_crystal, out[target], atol=1e-3, rtol=1e-3)
+    assert Ensemble(nets).target_members == {t: [0, 1, 2] for t in small_config.targets}  # default: all
+
+    with pytest.raises(ValueError, match="serve no target"):
+        Ensemble(nets, target_members={FE: [0], "band_gap": [0, 1]})
+    with pytest.raises(ValueError, match="networks 0..2"):
+        Ensemble(nets, target_members={FE: [0, 3]})
+    with pytest.raises(ValueError, match="networks 0..2"):
+        Ensemble(nets, target_members={FE: []})
+    with pytest.raises(ValueError, match="do not predict"):
+        Ensemble(nets, target_members={"volume": [0]})
+
+
 def test_ensemble_members_must_predict_the_same_targets(small_config):
     gap_only = SENConfig(**{**small_config.__dict__, "targets": ("band_gap",)})
     with pytest.raises(ValueError, match="different targets"):

@@ -36,8 +36,8 @@ def runs(tmp_path_factory) -> Path:
     return root
 
 
-def package(root: Path, name: str, *runs: str) -> subprocess.CompletedProcess:
-    args = [sys.executable, str(SCRIPT), name, *(f"runs/{r}" for r in runs), "--config", "tiny.toml"]
+def package(root: Path, name: str, *runs: str, options: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    args = [sys.executable, str(SCRIPT), name, *(f"runs/{r}" for r in runs), "--config", "tiny.toml", *options]
     return subprocess.run(args, cwd=root, capture_output=True, text=True, timeout=300)
 
 
@@ -93,3 +93,26 @@ def test_runs_on_different_splits_are_refused(runs):
     assert done.returncode != 0
     assert done.stderr.strip() == "error: the runs were trained on different splits; an ensemble needs one split"
     assert not (runs / "models" / "mixed").exists()
+
+
+def test_an_ensemble_can_take_each_target_from_chosen_runs(runs):
+    done = package(runs, "chosen", "a", "b", options=("--target-runs", f"{FE}=runs/b"))
+    assert done.returncode == 0, done.stderr
+    folder = runs / "models" / "chosen"
+    model = load_model(folder / "model.pt")
+    assert model.target_members == {FE: [1], GAP: [0, 1]}
+    card = json.loads((folder / "metrics.json").read_text())
+    assert card["target_members"] == {FE: ["runs/b"], GAP: ["runs/a", "runs/b"]}
+    # formation energy is run b's alone: the ensemble's number is that member's, with no spread
+    assert card["targets"][FE]["test_mae"] == pytest.approx(card["members"][1]["test_mae"][FE], rel=1e-6)
+    assert card["targets"][FE]["spread"]["mae_by_spread_quartile"] is not None
+
+    for bad, message in (
+        ([f"{FE}=runs/zzz"], "every run must be one of the runs being packaged"),
+        ([f"{FE}=runs/a", f"{GAP}=runs/a"], "serve no target"),
+    ):
+        options = tuple(a for spec in bad for a in ("--target-runs", spec))
+        done = package(runs, "bad_choice", "a", "b", options=options)
+        assert done.returncode != 0 and done.stderr.strip().startswith("error: --target-runs")
+        assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+        assert not (runs / "models" / "bad_choice").exists()

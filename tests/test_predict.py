@@ -169,6 +169,14 @@ def test_saved_ensemble_loads_safely_and_reports_its_spread(tmp_path, small_conf
     # a single network's results carry no spread
     assert "band_gap_std" not in singles[0][0]
 
+    # networks chosen per target survive saving and loading
+    save_ensemble(folder / "model.pt", nets, target_members={"formation_energy_per_atom": [0, 2]})
+    chosen = Predictor.load(folder, device="cpu")
+    assert chosen.model.target_members == {"formation_energy_per_atom": [0, 2], "band_gap": [0, 1, 2]}
+    assert chosen.members_for("formation_energy_per_atom") == 2 and chosen.members_for("band_gap") == 3
+    fe = np.array([singles[k][1]["formation_energy_per_atom"] for k in (0, 2)])
+    assert chosen.predict(structures)[1]["formation_energy_per_atom"] == pytest.approx(fe.mean(), abs=1e-5)
+
 
 def test_ensemble_of_networks_with_other_featurisers_is_refused(small_config):
     a, b = SEN(small_config), SEN(small_config)
