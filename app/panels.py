@@ -236,8 +236,10 @@ def prediction(crystal: CrystalFile, structure: Structure, predictor: Predictor 
             if mae is not None
             else "uncertainty: the test error of these weights has not been measured yet"
         )
-        if f"{target}_std" in explanation:
-            caption += f"; the {predictor.members_for(target)} networks spread ± {explanation[f'{target}_std']:.{digits + 1}f} {unit}"
+        n_networks = predictor.members_for(target)
+        if f"{target}_std" in explanation and n_networks > 1:
+            spread = explanation[f"{target}_std"]
+            caption += f"; the {n_networks} networks spread ± {spread:.{digits + 1}f} {unit}"
         column.caption(caption)
     if "metal_probability" in explanation:
         p_metal = float(explanation["metal_probability"])
