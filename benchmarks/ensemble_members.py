@@ -1,15 +1,18 @@
 """Which trained networks to put in the shipped ensemble, chosen on the validation split only.
 
 Predicts the validation crystals of ``models/sen_mp/split.json`` once per candidate network,
-then scores every subset that contains the first candidate (combined exactly as
-``sen.model.Ensemble`` does) by the mean standardised validation MAE, the score ``sen train``
-selects checkpoints by, and, per target, picks the subset with the lowest validation MAE of that
-target (an ensemble may take each target from its own networks: ``--target-runs`` of
-scripts/package_model.py). Prints the tables in benchmarks/README.md; writes
+then scores every subset of candidates per target (combined exactly as ``sen.model.Ensemble``
+does: the mean of the subset's predictions, the band gap gated on their mean metal probability).
+An ensemble may take each target from its own networks (``--target-runs`` of
+scripts/package_model.py); the choice is the pair of subsets, one per target, with the lowest
+score (the mean standardised validation MAE that ``sen train`` selects checkpoints by) among
+those that share a network (the first network, whose routing the app shows, serves every
+target) and use at most ``--max-networks`` networks in all (each one costs prediction time:
+see bench_pipeline.py). Prints the tables in benchmarks/README.md; writes
 ``benchmarks/results/ensemble_members.json``. The test split is not looked at.
 
     python benchmarks/ensemble_members.py runs/sen_mp/best.pt runs/sen_mp_control/best.pt \\
-        runs/sen_mp_dropout/best.pt runs/sen_mp_control_100min/best.pt
+        runs/sen_mp_dropout/best.pt runs/sen_mp_fe1/best.pt runs/sen_mp_fe2/best.pt --max-networks 3
 """
 
 from __future__ import annotations
@@ -30,51 +33,61 @@ from sen.train import load_model
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("candidates", nargs="+", type=Path, help="best.pt / model.pt files; the first is always in")
+    ap.add_argument("candidates", nargs="+", type=Path, help="best.pt / model.pt files")
+    ap.add_argument("--max-networks", type=int, default=3, help="at most this many networks in the ensemble")
     ap.add_argument("--split", type=Path, default=Path("models/sen_mp/split.json"))
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "ensemble_members.json")
     args = ap.parse_args()
 
+    torch.set_num_threads(1)
     nets = [load_model(p) for p in args.candidates]
+    names = [str(p) for p in args.candidates]
     targets = nets[0].config.targets
     packed, _ = load_dataset(DEFAULT_DATA, targets, graph_config=nets[0].graph_config, progress=False)
     wanted = set(json.loads(args.split.read_text())["val"])
     idx = np.array([i for i, cid in enumerate(packed.ids) if cid in wanted])
     true = torch.from_numpy(packed.targets[idx])
-    scale = torch.tensor([nets[0].config.target_stats[t][1] for t in targets])
+    scale = {t: nets[0].config.target_stats[t][1] for t in targets}
     with torch.no_grad():
         batches = [collate([packed.graph(i) for i in idx[s : s + 256]]) for s in range(0, len(idx), 256)]
         outputs = [[net(b) for b in batches] for net in nets]  # per network, per batch
 
-    rows = []
-    for size in range(1, len(nets) + 1):
-        for subset in itertools.combinations(range(len(nets)), size):
-            if 0 not in subset:
-                continue
-            ensemble = Ensemble([nets[i] for i in subset])
-            combined = [ensemble.combine([outputs[i][b] for i in subset]) for b in range(len(batches))]
-            pred = torch.stack([torch.cat([c[t] for c in combined]) for t in targets], dim=-1)
-            mae = (pred - true).abs().mean(0)
-            rows.append({"members": [str(args.candidates[i]) for i in subset], "score": float((mae / scale).mean()),
-                         "val_mae": dict(zip(targets, map(float, mae), strict=True))})  # fmt: skip
-    rows.sort(key=lambda r: r["score"])
-    print("| networks | " + " | ".join(f"val {t} MAE" for t in targets) + " | score |")
-    print("|---|" + "---:|" * (len(targets) + 1))
-    for r in rows:
-        cells = " | ".join(f"{r['val_mae'][t]:.4f}" for t in targets)
-        print(f"| {' + '.join(Path(m).parent.name for m in r['members'])} | {cells} | {r['score']:.5f} |")
-    per_target = {}
-    for t in targets:
-        best = min(rows, key=lambda r: (r["val_mae"][t], len(r["members"])))  # ties: fewer networks
-        per_target[t] = {"members": best["members"], "val_mae": best["val_mae"][t]}
-    print("\n| target | networks chosen for it | val MAE |\n|---|---|---:|")
-    for t, choice in per_target.items():
-        print(f"| {t} | {' + '.join(Path(m).parent.name for m in choice['members'])} | {choice['val_mae']:.4f} |")
-    chosen = sorted({m for c in per_target.values() for m in c["members"]}, key=[str(c) for c in args.candidates].index)
-    score = float(np.mean([per_target[t]["val_mae"] / float(scale[j]) for j, t in enumerate(targets)]))
-    print(f"\nper-target choice: {len(chosen)} networks, score {score:.5f} (best single subset {rows[0]['score']:.5f})")
-    result = {"split": "val", "candidates": [str(c) for c in args.candidates], "subsets": rows,
-              "per_target": per_target, "per_target_networks": chosen, "per_target_score": score}  # fmt: skip
+    # validation MAE of every target for every subset of networks
+    subsets = [s for k in range(1, len(nets) + 1) for s in itertools.combinations(range(len(nets)), k)]
+    mae: dict[tuple[int, ...], dict[str, float]] = {}
+    for subset in subsets:
+        ensemble = Ensemble([nets[i] for i in subset])
+        combined = [ensemble.combine([outputs[i][b] for i in subset]) for b in range(len(batches))]
+        mae[subset] = {t: float((torch.cat([c[t] for c in combined]) - true[:, j]).abs().mean())
+                       for j, t in enumerate(targets)}  # fmt: skip
+
+    choices = []
+    for pick in itertools.product(subsets, repeat=len(targets)):
+        union = sorted(set().union(*pick))
+        if len(union) > args.max_networks or not set.intersection(*map(set, pick)):
+            continue
+        val = {t: mae[s][t] for t, s in zip(targets, pick, strict=True)}
+        score = float(np.mean([val[t] / scale[t] for t in targets]))
+        choices.append({"networks": len(union), "score": score, "val_mae": val,
+                        "target_members": {t: [names[i] for i in s] for t, s in zip(targets, pick, strict=True)},
+                        "same_for_all_targets": len(set(pick)) == 1})  # fmt: skip
+    choices.sort(key=lambda c: (c["score"], c["networks"]))
+    uniform = [c for c in choices if c["same_for_all_targets"]]
+
+    def label(paths: list[str]) -> str:
+        return " + ".join(Path(p).parent.name for p in paths)
+
+    header = " | ".join(f"{t} from" for t in targets) + " | " + " | ".join(f"val {t} MAE" for t in targets)
+    print(f"| {header} | score |\n|" + "---|" * len(targets) + "---:|" * (len(targets) + 1))
+    for c in choices[:10] + [c for c in uniform[:3] if c not in choices[:10]]:
+        cells = " | ".join(label(c["target_members"][t]) for t in targets)
+        print(f"| {cells} | " + " | ".join(f"{c['val_mae'][t]:.4f}" for t in targets) + f" | {c['score']:.5f} |")
+    best = choices[0]
+    print(f"\nchosen ({best['networks']} networks): "
+          + "; ".join(f"{t} from {label(m)}" for t, m in best["target_members"].items()))  # fmt: skip
+    result = {"split": "val", "candidates": names, "max_networks": args.max_networks, "chosen": best,
+              "best_same_for_all_targets": uniform[0] if uniform else None, "top": choices[:50],
+              "single_networks": {names[i]: mae[(i,)] for i in range(len(nets))}}  # fmt: skip
     args.out.write_text(json.dumps(result, indent=1))
 
 
