@@ -111,7 +111,7 @@ def main() -> None:
             "test_n": m["n"], "val_mae": val[t]["mae"],
             "test_mae_mean_predictor": regression_metrics(np.full(len(true), mean_pred[j]), true)["mae"],
         }  # fmt: skip
-        if len(nets) > 1:
+        if len(nets) > 1 and len(model.target_members[t]) > 1:  # one network for a target: no spread
             targets[t]["spread"] = spread_vs_error(
                 whole["test"][f"{t}_std"].numpy(), np.abs(whole["test"][t].numpy() - true)
             )
