@@ -26,9 +26,8 @@ import numpy as np
 import torch
 
 from sen.data import DEFAULT_DATA, load_dataset
-from sen.graph import collate
 from sen.model import Ensemble
-from sen.train import load_model
+from sen.train import load_model, predict_outputs
 
 
 def main() -> None:
@@ -48,18 +47,14 @@ def main() -> None:
     idx = np.array([i for i, cid in enumerate(packed.ids) if cid in wanted])
     true = torch.from_numpy(packed.targets[idx])
     scale = {t: nets[0].config.target_stats[t][1] for t in targets}
-    with torch.no_grad():
-        batches = [collate([packed.graph(i) for i in idx[s : s + 256]]) for s in range(0, len(idx), 256)]
-        outputs = [[net(b) for b in batches] for net in nets]  # per network, per batch
+    outputs = [predict_outputs(net, packed, idx) for net in nets]  # each network predicts once
 
     # validation MAE of every target for every subset of networks
     subsets = [s for k in range(1, len(nets) + 1) for s in itertools.combinations(range(len(nets)), k)]
     mae: dict[tuple[int, ...], dict[str, float]] = {}
     for subset in subsets:
-        ensemble = Ensemble([nets[i] for i in subset])
-        combined = [ensemble.combine([outputs[i][b] for i in subset]) for b in range(len(batches))]
-        mae[subset] = {t: float((torch.cat([c[t] for c in combined]) - true[:, j]).abs().mean())
-                       for j, t in enumerate(targets)}  # fmt: skip
+        combined = Ensemble([nets[i] for i in subset]).combine([outputs[i] for i in subset])
+        mae[subset] = {t: float((combined[t] - true[:, j]).abs().mean()) for j, t in enumerate(targets)}
 
     choices = []
     for pick in itertools.product(subsets, repeat=len(targets)):

@@ -28,9 +28,8 @@ from pymatgen.core import Element
 from scipy.stats import spearmanr
 
 from sen.data import load_dataset
-from sen.graph import collate
 from sen.model import TARGET_UNITS, Ensemble
-from sen.train import TrainConfig, load_model, regression_metrics, save_ensemble
+from sen.train import TrainConfig, load_model, predict_outputs, regression_metrics, save_ensemble
 
 SPREAD_QUANTILE = 0.9  # the app flags crystals whose ensemble spread is above this quantile of the test split's
 
@@ -95,7 +94,7 @@ def main() -> None:
 
     # each network predicts each split once; the ensemble's numbers combine those outputs as its forward does
     nets = list(model.members) if len(members) > 1 else [model]
-    outs = {part: [raw_outputs(net, packed, idx[part]) for net in nets] for part in ("val", "test")}
+    outs = {part: [predict_outputs(net, packed, idx[part]) for net in nets] for part in ("val", "test")}
     whole = {part: model.combine(o) if len(nets) > 1 else o[0] for part, o in outs.items()}
 
     def measure(out: dict[str, torch.Tensor], part: str) -> dict:
@@ -146,16 +145,6 @@ def main() -> None:
         card.update({k: summaries[0].get(k) for k in ("best_epoch", "epochs_run")})
     (out / "metrics.json").write_text(json.dumps(card, indent=1))
     print(json.dumps({k: card[k] for k in ("name", "n_members", "targets", "train_time_s", "finished")}, indent=1))
-
-
-@torch.no_grad()
-def raw_outputs(net: torch.nn.Module, packed, indices: np.ndarray, batch_size: int = 256) -> dict[str, torch.Tensor]:
-    """Everything ``net`` returns (targets, metal probability, gap amplitude...) for the crystals ``indices``."""
-    net.eval()
-    parts = [
-        net(collate([packed.graph(i) for i in indices[s : s + batch_size]])) for s in range(0, len(indices), batch_size)
-    ]
-    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
 def spread_vs_error(s: np.ndarray, e: np.ndarray) -> dict:

@@ -172,16 +172,25 @@ def regression_metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
 
 
 @torch.no_grad()
+def predict_outputs(
+    model, packed: PackedGraphs, indices: np.ndarray, device="cpu", batch_size: int = 256
+) -> dict[str, torch.Tensor]:
+    """Everything ``model`` returns (targets, metal probability, gap amplitude, ensemble spreads), one
+    value per crystal of ``indices`` of a packed dataset, on the CPU."""
+    model.eval()
+    parts = [
+        model(collate([packed.graph(i) for i in indices[start : start + batch_size]]).to(device))
+        for start in range(0, len(indices), batch_size)
+    ]
+    if not parts:
+        return {t: torch.zeros(0) for t in model.config.targets}
+    return {k: torch.cat([p[k].cpu() for p in parts]) for k in parts[0]}
+
+
 def predict_packed(model, packed: PackedGraphs, indices: np.ndarray, device, batch_size: int = 256) -> np.ndarray:
     """Predictions (C, T) in physical units for the crystals ``indices`` of a packed dataset."""
-    model.eval()
-    targets = model.config.targets
-    rows = []
-    for start in range(0, len(indices), batch_size):
-        batch = collate([packed.graph(i) for i in indices[start : start + batch_size]]).to(device)
-        out = model(batch)
-        rows.append(torch.stack([out[t] for t in targets], dim=-1).cpu().numpy())
-    return np.concatenate(rows) if rows else np.zeros((0, len(targets)), dtype=np.float32)
+    out = predict_outputs(model, packed, indices, device, batch_size)
+    return torch.stack([out[t] for t in model.config.targets], dim=-1).numpy()
 
 
 # ----------------------------------------------------------------------------- the loop
