@@ -95,7 +95,7 @@ class Predictor:
             reports.append(report)
         return graphs, reports
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def predict(self, structures: Structure | Sequence[Structure], batch_size: int = 64) -> list[dict]:
         """Predict for one or many structures; one dict per structure.
 
@@ -128,7 +128,7 @@ class Predictor:
             rows.append(row)
         return rows
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def explain(self, structure: Structure, symprec: float | None = None) -> dict:
         """Prediction plus the symmetry SEN was given and the capsule-routing matrices.
 

@@ -113,6 +113,10 @@ def test_distance_expansion_has_a_smooth_cutoff():
     step = (norms[1:] - norms[:-1]).abs().max()
     assert step < 0.05  # no jumps
     assert torch.isfinite(features).all()
+    # the Gaussians times the cosine envelope (tails held at exp(-60), far below float32 precision)
+    gaussian = torch.exp(-expansion.gamma * (d[:, None].double() - expansion.centers.double()) ** 2)
+    envelope = 0.5 * (torch.cos(torch.pi * d.double().clamp(max=6.0) / 6.0) + 1.0)
+    torch.testing.assert_close(features.double(), gaussian * envelope[:, None], atol=1e-7, rtol=1e-5)
 
 
 def test_build_graph_carries_symmetry_labels(crystals):

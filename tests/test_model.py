@@ -313,6 +313,17 @@ def test_ensemble_can_choose_its_networks_per_target(small_config, crystals):
         Ensemble(nets, target_members={"volume": [0]})
 
 
+def test_ensemble_expands_distances_once_only_for_identical_expansions(small_config, crystals):
+    graphs = [build_graph(crystals[n]) for n in ("NaCl", "TiO2")]
+    nets = random_networks(small_config)
+    assert Ensemble(nets).shared_distances  # same cutoff and basis: computed once, used by all
+    torch.manual_seed(5)
+    other = SEN(SENConfig(**{**small_config.__dict__, "n_rbf": small_config.n_rbf + 4})).eval()
+    mixed = Ensemble([nets[0], other]).eval()
+    assert not mixed.shared_distances  # each network expands distances its own way
+    torch.testing.assert_close(run(mixed, graphs)[FE], (run(nets[0], graphs)[FE] + run(other, graphs)[FE]) / 2)
+
+
 def test_ensemble_members_must_predict_the_same_targets(small_config):
     gap_only = SENConfig(**{**small_config.__dict__, "targets": ("band_gap",)})
     with pytest.raises(ValueError, match="different targets"):
