@@ -73,7 +73,7 @@ def stage_times(predictor: Predictor, cif: str, repeats: int) -> dict[str, float
     graph = build_graph(structure, cfg, report)
     batch = collate([graph]).to(predictor.device)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def forward():
         return predictor.model(batch)
 
