@@ -8,7 +8,8 @@ scripts/package_model.py); the choice is the pair of subsets, one per target, wi
 score (the mean standardised validation MAE that ``sen train`` selects checkpoints by) among
 those that share a network (the first network, whose routing the app shows, serves every
 target) and use at most ``--max-networks`` networks in all (each one costs prediction time:
-see bench_pipeline.py). Prints the tables in benchmarks/README.md; writes
+see bench_pipeline.py). Also prints how correlated the networks' validation errors are
+(averaging helps least where they are most alike). Prints the tables in benchmarks/README.md; writes
 ``benchmarks/results/ensemble_members.json``. The test split is not looked at.
 
     python benchmarks/ensemble_members.py runs/sen_mp/best.pt runs/sen_mp_control/best.pt \\
@@ -77,12 +78,21 @@ def main() -> None:
     for c in choices[:10] + [c for c in uniform[:3] if c not in choices[:10]]:
         cells = " | ".join(label(c["target_members"][t]) for t in targets)
         print(f"| {cells} | " + " | ".join(f"{c['val_mae'][t]:.4f}" for t in targets) + f" | {c['score']:.5f} |")
+    # how alike the networks' mistakes are: averaging helps least where errors are most correlated
+    errors = {t: np.stack([(o[t] - true[:, j]).numpy() for o in outputs]) for j, t in enumerate(targets)}
+    correlation = {t: np.atleast_2d(np.corrcoef(e)).round(3).tolist() for t, e in errors.items()}
+    for t in targets:
+        print(f"\nvalidation error correlation, {t}:\n| | " + " | ".join(label([n]) for n in names)
+              + " |\n|---|" + "---:|" * len(names))  # fmt: skip
+        for name, row in zip(names, correlation[t], strict=True):
+            print(f"| {label([name])} | " + " | ".join(f"{c:.2f}" for c in row) + " |")
     best = choices[0]
     print(f"\nchosen ({best['networks']} networks): "
           + "; ".join(f"{t} from {label(m)}" for t, m in best["target_members"].items()))  # fmt: skip
     result = {"split": "val", "candidates": names, "max_networks": args.max_networks, "chosen": best,
               "best_same_for_all_targets": uniform[0] if uniform else None, "top": choices[:50],
-              "single_networks": {names[i]: mae[(i,)] for i in range(len(nets))}}  # fmt: skip
+              "single_networks": {names[i]: mae[(i,)] for i in range(len(nets))},
+              "error_correlation": correlation}  # fmt: skip
     args.out.write_text(json.dumps(result, indent=1))
 
 
