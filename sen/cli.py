@@ -66,6 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--workers", type=int, help="featurisation processes")
     tr.add_argument("--limit", type=int, help="use only the first N records")
     tr.add_argument("--patience", type=int, help="early stopping: epochs without validation improvement")
+    tr.add_argument(
+        "--train-on-val",
+        action="store_true",
+        help="final refit: train on train + validation crystals (no early stopping; test stays held out)",
+    )
     tr.add_argument("--no-progress", action="store_true", help="no progress bars")
     tr.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
 
@@ -200,6 +205,8 @@ def _train(args) -> int:
     overrides = {k: getattr(args, k) for k in TRAIN_OVERRIDES if getattr(args, k) is not None}
     if args.no_progress:
         overrides["progress"] = False
+    if args.train_on_val:
+        overrides["train_on_val"] = True
     cfg = TrainConfig.from_file(args.config, **overrides) if args.config else TrainConfig.from_dict(overrides)
     train(cfg, resume=args.resume)
     return 0

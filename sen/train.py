@@ -58,6 +58,10 @@ class TrainConfig:
     seed: int = 0  # weights and data order (and the split, unless split_seed is given)
     split_seed: int | None = None  # the train/val/test split's seed; keep it to train more networks on one split
     loss_weights: dict = field(default_factory=dict)  # {target: weight} in the loss and validation score; default 1
+    # Final refit: train on the training and validation crystals together, once the recipe (and, for an
+    # ensemble, its networks) has been chosen on validation. Nothing is left to validate on, so there is no
+    # early stopping, best.pt is the last epoch and the log's validation columns stay empty; test stays held out.
+    train_on_val: bool = False
     device: str = "auto"
     time_limit_min: float | None = None  # stop (and finish the LR schedule) within this many minutes
     threads: int | None = None
@@ -255,6 +259,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         (out_dir / "split.json").write_text(json.dumps({"seed": cfg.split_seed_used, **split}))
         (out_dir / "data_report.json").write_text(json.dumps(report.to_dict(), indent=1))
 
+    fit = np.concatenate([idx["train"], idx["val"]]) if cfg.train_on_val else idx["train"]
     y_train = packed.targets[idx["train"]]
     stats = {}
     for j, t in enumerate(cfg.targets):
@@ -288,14 +293,15 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         train_model = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
 
     weights = {t: cfg.weight(t) for t in cfg.targets}
-    n_train = len(idx["train"])
+    n_train = len(fit)
     steps_per_epoch = max(1, math.ceil(n_train / (cfg.batch_size * world)))
     total_steps = steps_per_epoch * cfg.epochs
     warmup = cfg.warmup_epochs / max(cfg.epochs, 1)
     time_limit = cfg.time_limit_min * 60 if cfg.time_limit_min else None
     if main:
         print(f"{cfg.arch}: {count_parameters(model):,} parameters on {device}; "
-              f"{n_train} train / {len(idx['val'])} val / {len(idx['test'])} test crystals")  # fmt: skip
+              f"{len(idx['train'])} train / {len(idx['val'])} val / {len(idx['test'])} test crystals"
+              + (f"; training on train + val ({n_train}), no validation" if cfg.train_on_val else ""))  # fmt: skip
     log_path = out_dir / "log.csv"
     header = (["epoch", "elapsed_s", "lr", "train_loss"] + [f"train_mae_{t}" for t in cfg.targets]
               + [f"val_mae_{t}" for t in cfg.targets] + ["val_score"])  # fmt: skip
@@ -311,7 +317,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         t0 = time.time()
         train_model.train()
         rng = np.random.default_rng(cfg.seed * 1000 + epoch)
-        order = rng.permutation(idx["train"])
+        order = rng.permutation(fit)
         if world > 1:  # equal shards (wrap around, as DistributedSampler does): every rank runs the same steps
             order = np.resize(order, math.ceil(len(order) / world) * world)
         order = order[rank::world]
@@ -353,7 +359,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         state["elapsed"] += time.time() - t0
         state["epoch"] = epoch + 1
 
-        if main:
+        if main and cfg.train_on_val:  # nothing held out to choose by: keep the latest epoch
+            state.update(best_epoch=epoch + 1)
+            save_model(out_dir / "best.pt", model, cfg, extra={"epoch": epoch + 1, "trained_on": "train+val"})
+            maes, score, improved = [], None, True
+        elif main:
             pred = predict_packed(model, packed, idx["val"], device)
             true = packed.targets[idx["val"]]
             maes = [float(np.abs(pred[:, j] - true[:, j]).mean()) for j in range(len(cfg.targets))]
@@ -371,15 +381,17 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
                 )
             else:
                 state["bad_epochs"] += 1
+        if main:
             row = {"epoch": epoch + 1, "elapsed_s": f"{state['elapsed']:.1f}", "lr": f"{lr:.3e}",
-                   "train_loss": f"{np.mean(losses):.4f}", "val_score": f"{score:.5f}"}  # fmt: skip
+                   "train_loss": f"{np.mean(losses):.4f}", "val_score": "" if score is None else f"{score:.5f}"}  # fmt: skip
             for j, t in enumerate(cfg.targets):
                 row[f"train_mae_{t}"] = f"{float(abs_err[j]) / max(n_seen, 1):.5f}"
-                row[f"val_mae_{t}"] = f"{maes[j]:.5f}"
+                row[f"val_mae_{t}"] = f"{maes[j]:.5f}" if maes else ""
             with open(log_path, "a", newline="") as fh:
                 csv.DictWriter(fh, fieldnames=header, extrasaction="ignore", restval="").writerow(row)
-            print(f"epoch {epoch + 1}: loss {np.mean(losses):.4f} val MAE "
-                  + ", ".join(f"{t} {m:.4f}" for t, m in zip(cfg.targets, maes, strict=False))
+            shown = maes or [float(a) / max(n_seen, 1) for a in abs_err]
+            print(f"epoch {epoch + 1}: loss {np.mean(losses):.4f} {'val' if maes else 'train (train + val)'} MAE "
+                  + ", ".join(f"{t} {m:.4f}" for t, m in zip(cfg.targets, shown, strict=False))
                   + f" ({state['elapsed'] / 60:.1f} min){' *' if improved else ''}", flush=True)  # fmt: skip
             torch.save(
                 {
@@ -406,8 +418,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     if main:
         best = load_model(out_dir / "best.pt", device)
         summary = {"best_epoch": state["best_epoch"], "epochs_run": state["epoch"], "train_time_s": state["elapsed"],
-                   "parameters": count_parameters(best), "data_report": report.to_dict()}  # fmt: skip
-        for part in ("val", "test"):
+                   "parameters": count_parameters(best), "data_report": report.to_dict(),
+                   "trained_on": "train+val" if cfg.train_on_val else "train"}  # fmt: skip
+        for part in ("test",) if cfg.train_on_val else ("val", "test"):
             pred = predict_packed(best, packed, idx[part], device)
             true = packed.targets[idx[part]]
             summary[part] = {t: regression_metrics(pred[:, j], true[:, j]) for j, t in enumerate(cfg.targets)}

@@ -15,7 +15,7 @@ from _builders import write_dataset
 
 import sen.train
 from sen.cli import main
-from sen.data import load_dataset, split_ids
+from sen.data import PackedGraphs, load_dataset, split_ids
 from sen.model import SEN
 from sen.train import TrainConfig, load_model, predict_packed, regression_metrics, save_ensemble, train
 
@@ -218,6 +218,61 @@ def test_resume_a_finished_run_with_more_epochs_continues_it(dataset, tmp_path):
     assert [int(r["epoch"]) for r in read_log(out)] == [1, 2, 3]
 
 
+def _crystals_trained_on(monkeypatch) -> set[int]:
+    """Record which crystals (indices into the packed dataset) training steps use; predictions are not counted."""
+    seen: set[int] = set()
+    predicting = []
+    graph, predict = PackedGraphs.graph, sen.train.predict_packed
+
+    def spy_graph(self, i):
+        if not predicting:
+            seen.add(int(i))
+        return graph(self, i)
+
+    def spy_predict(*args, **kwargs):
+        predicting.append(1)
+        try:
+            return predict(*args, **kwargs)
+        finally:
+            predicting.pop()
+
+    monkeypatch.setattr(PackedGraphs, "graph", spy_graph)
+    monkeypatch.setattr(sen.train, "predict_packed", spy_predict)
+    return seen
+
+
+def test_train_on_val_refits_on_train_and_validation_and_keeps_test_out(dataset, tmp_path, monkeypatch):
+    packed, _ = load_dataset(dataset[0], (FE, GAP), cache_dir=dataset[1], progress=False)
+    split = split_ids(packed.ids, seed=0)
+    index = {c: i for i, c in enumerate(packed.ids)}
+    part = {k: {index[c] for c in v} for k, v in split.items()}
+
+    seen = _crystals_trained_on(monkeypatch)
+    train(tiny_config(dataset, tmp_path / "plain", epochs=3))
+    assert seen == part["train"]  # an ordinary run trains on the training crystals only
+
+    seen.clear()
+    out = tmp_path / "refit"
+    summary = train(tiny_config(dataset, out, epochs=3, patience=1, train_on_val=True))
+    assert seen == part["train"] | part["val"] and not seen & part["test"]
+    assert json.loads((out / "split.json").read_text()) == {"seed": 0, **split}  # the same split, test held out
+
+    # nothing left to validate on: no early stopping, the last epoch is kept, no validation numbers at all
+    log = read_log(out)
+    assert [int(r["epoch"]) for r in log] == [1, 2, 3] and summary["epochs_run"] == 3
+    assert all(r[f"val_mae_{FE}"] == r[f"val_mae_{GAP}"] == r["val_score"] == "" for r in log)
+    assert summary["best_epoch"] == 3 and summary["trained_on"] == "train+val"
+    assert "val" not in summary and "val_mean_predictor" not in summary
+    last = torch.load(out / "last.pt", weights_only=True)["model"]
+    best = load_model(out / "best.pt")
+    assert best.extra == {"epoch": 3, "trained_on": "train+val"}
+    assert all(torch.equal(best.state_dict()[k], v) for k, v in last.items())
+    test_idx = np.array(sorted(part["test"]))
+    want = regression_metrics(predict_packed(best, packed, test_idx, "cpu")[:, 0], packed.targets[test_idx, 0])
+    assert summary["test"][FE]["mae"] == pytest.approx(want["mae"], rel=1e-5)
+    assert train(tiny_config(dataset, tmp_path / "plain2", epochs=1))["trained_on"] == "train"
+
+
 def test_cli_train_applies_command_line_overrides_to_the_toml(dataset, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     path, cache = dataset
@@ -232,7 +287,7 @@ def test_cli_train_applies_command_line_overrides_to_the_toml(dataset, tmp_path,
     rc = main(
         ["train", "--config", str(config), "--epochs", "2", "--width", "16", "--batch-size", "8", "--lr", "0.004",
          "--seed", "3", "--device", "cpu", "--targets", FE, "--out", str(out), "--dropout", "0.2",
-         "--weight-decay", "0.001", "--split-seed", "5", "--no-progress"]
+         "--weight-decay", "0.001", "--split-seed", "5", "--train-on-val", "--no-progress"]
     )  # fmt: skip
     assert rc == 0
     assert "epoch 2:" in capsys.readouterr().out
@@ -242,7 +297,7 @@ def test_cli_train_applies_command_line_overrides_to_the_toml(dataset, tmp_path,
     expected = asdict(TrainConfig.from_file(config))
     expected.update(epochs=2, width=16, batch_size=8, lr=0.004, seed=3, device="cpu", targets=[FE], out=str(out))
     expected.update(dropout=0.2, weight_decay=0.001, split_seed=5)
-    expected.update(progress=False)
+    expected.update(progress=False, train_on_val=True)
     assert expected["loss_weights"] == {FE: 2.0}  # from the TOML file's table
     assert saved == sen.train._plain(expected)
     assert saved["n_capsules"] == 4 and saved["capsule_dim"] == 8  # from the TOML file
@@ -251,6 +306,7 @@ def test_cli_train_applies_command_line_overrides_to_the_toml(dataset, tmp_path,
     assert model.config.width == 16 and model.config.targets == (FE,) and model.config.dropout == 0.2
     assert json.loads((out / "split.json").read_text())["seed"] == 5  # --split-seed, not --seed
     assert json.loads((out / "summary.json").read_text())["epochs_run"] == 2
+    assert json.loads((out / "summary.json").read_text())["trained_on"] == "train+val"
     assert len(read_log(out)) == 2
 
 
