@@ -10,7 +10,9 @@ one :class:`sen.model.Ensemble` file whose predictions are the mean of the runs'
 their spread. ``metrics.json`` carries the val/test-split numbers measured here on the packaged
 weights (and on each member), how the ensemble's spread relates to its error on the test split,
 the elements and cell sizes seen in training (the app warns outside them), the training time
-from each run's ``summary.json`` and the reproduce command. The prose model card (README.md) is
+from each run's ``summary.json`` and the reproduce command. Runs refit on train + validation
+(``sen train --train-on-val``) have seen the validation crystals: no validation number is
+reported for them (nor for an ensemble holding one), and their training crystals include those. The prose model card (README.md) is
 written by hand from these numbers.
 """
 
@@ -62,6 +64,7 @@ def main() -> None:
         except ValueError as exc:
             raise SystemExit(f"error: --target-runs: {exc}") from None
     summaries = [json.loads(p.read_text()) if (p := run / "summary.json").is_file() else {} for run in args.runs]
+    refit = [m.extra.get("trained_on") == "train+val" for m in members]  # these networks have seen validation
 
     out = Path("models") / args.name
     out.mkdir(parents=True, exist_ok=True)
@@ -87,10 +90,12 @@ def main() -> None:
     }
     train_mask = np.zeros(len(packed), bool)
     train_mask[idx["train"]] = True
+    if any(refit):
+        train_mask[idx["val"]] = True
     atom_mask = np.repeat(train_mask, packed.n_atoms)
     elements = sorted({Element.from_Z(int(z)).symbol for z in np.unique(packed.atomic_numbers[atom_mask])},
                       key=lambda s: Element(s).Z)  # fmt: skip
-    mean_pred = packed.targets[idx["train"]].mean(0)
+    mean_pred = packed.targets[train_mask].mean(0)
 
     # each network predicts each split once; the ensemble's numbers combine those outputs as its forward does
     nets = list(model.members) if len(members) > 1 else [model]
@@ -107,7 +112,7 @@ def main() -> None:
         m, true = test[t], packed.targets[idx["test"], j]
         targets[t] = {
             "unit": TARGET_UNITS.get(t, ""), "test_mae": m["mae"], "test_rmse": m["rmse"], "test_r2": m["r2"],
-            "test_n": m["n"], "val_mae": val[t]["mae"],
+            "test_n": m["n"], "val_mae": None if any(refit) else val[t]["mae"],
             "test_mae_mean_predictor": regression_metrics(np.full(len(true), mean_pred[j]), true)["mae"],
         }  # fmt: skip
         if len(nets) > 1 and len(model.target_members[t]) > 1:  # one network for a target: no spread
@@ -120,7 +125,9 @@ def main() -> None:
         member_cards.append({
             "run": str(run), "best_epoch": summary.get("best_epoch"), "epochs_run": summary.get("epochs_run"),
             "train_time_s": summary.get("train_time_s"), "dropout": net.config.dropout,
-            "val_mae": {t: m_val[t]["mae"] for t in cfg.targets}, "test_mae": {t: m_test[t]["mae"] for t in cfg.targets},
+            "trained_on": "train+val" if refit[k] else "train",
+            "val_mae": None if refit[k] else {t: m_val[t]["mae"] for t in cfg.targets},
+            "test_mae": {t: m_test[t]["mae"] for t in cfg.targets},
         })  # fmt: skip
     card = {
         "name": args.name,
@@ -131,6 +138,7 @@ def main() -> None:
         "training_elements": elements,
         "max_atoms_in_training": int(packed.n_atoms[train_mask].max()),
         "n_train": int(train_mask.sum()),
+        "trained_on": "train+val" if all(refit) else "train" if not any(refit) else "mixed",
         "seed": splits[0].get("seed", cfg.seed),
         "members": member_cards,
         "target_members": {t: [str(args.runs[i]) for i in m] for t, m in getattr(model, "target_members", {}).items()},

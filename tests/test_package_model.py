@@ -23,14 +23,16 @@ FE, GAP = "formation_energy_per_atom", "band_gap"
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Path:
-    """Three tiny runs on 40 built crystals: two on the split of seed 0, one on the split of seed 1."""
+    """Four tiny runs on 40 built crystals: three on the split of seed 0 (one refit on train + validation),
+    one on the split of seed 1."""
     root = tmp_path_factory.mktemp("package")
     data, _ = write_dataset(root / "crystals.jsonl.gz", 40)
     (root / "tiny.toml").write_text(
         f'data = "{data}"\ncache_dir = "{root / "cache"}"\nwidth = 16\nn_capsules = 4\ncapsule_dim = 8\n'
         'epochs = 2\nbatch_size = 8\nlr = 0.003\nthreads = 1\nprogress = false\ndevice = "cpu"\n'
     )
-    for name, overrides in {"a": {}, "b": {"dropout": 0.1}, "other_split": {"seed": 1}}.items():
+    runs = {"a": {}, "b": {"dropout": 0.1}, "other_split": {"seed": 1}, "refit": {"train_on_val": True, "seed": 0}}
+    for name, overrides in runs.items():
         torch.set_num_threads(1)
         train(TrainConfig.from_file(root / "tiny.toml", out=str(root / "runs" / name), **overrides))
     return root
@@ -116,3 +118,27 @@ def test_an_ensemble_can_take_each_target_from_chosen_runs(runs):
         assert done.returncode != 0 and done.stderr.strip().startswith("error: --target-runs")
         assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
         assert not (runs / "models" / "bad_choice").exists()
+
+
+def test_networks_refit_on_validation_report_no_validation_number(runs):
+    split = json.loads((runs / "runs" / "a" / "split.json").read_text())
+    done = package(runs, "plain", "a", "b")
+    assert done.returncode == 0, done.stderr
+    plain = json.loads((runs / "models" / "plain" / "metrics.json").read_text())
+    assert plain["trained_on"] == "train" and plain["n_train"] == len(split["train"])
+
+    done = package(runs, "refit", "a", "refit")
+    assert done.returncode == 0, done.stderr
+    card = json.loads((runs / "models" / "refit" / "metrics.json").read_text())
+    # validation is in-sample for the refit network, so neither it nor the ensemble gets a validation MAE
+    assert [m["trained_on"] for m in card["members"]] == ["train", "train+val"]
+    assert card["members"][0]["val_mae"][FE] > 0 and card["members"][1]["val_mae"] is None
+    assert all(card["targets"][t]["val_mae"] is None and card["targets"][t]["test_mae"] > 0 for t in (FE, GAP))
+    assert card["trained_on"] == "mixed" and card["n_train"] == len(split["train"]) + len(split["val"])
+
+    done = package(runs, "refit_solo", "refit")
+    assert done.returncode == 0, done.stderr
+    card = json.loads((runs / "models" / "refit_solo" / "metrics.json").read_text())
+    summary = json.loads((runs / "runs" / "refit" / "summary.json").read_text())
+    assert card["trained_on"] == "train+val" and card["targets"][FE]["val_mae"] is None
+    assert card["targets"][FE]["test_mae"] == pytest.approx(summary["test"][FE]["mae"], rel=1e-5)
