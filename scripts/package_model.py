@@ -12,8 +12,8 @@ weights (and on each member), how the ensemble's spread relates to its error on 
 the elements and cell sizes seen in training (the app warns outside them), the training time
 from each run's ``summary.json`` and the reproduce command. Runs refit on train + validation
 (``sen train --train-on-val``) have seen the validation crystals: no validation number is
-reported for them (nor for an ensemble holding one), and their training crystals include those. The prose model card (README.md) is
-written by hand from these numbers.
+reported for them (nor for an ensemble holding one), and their training crystals include those.
+The prose model card (README.md) is written by hand from these numbers.
 """
 
 from __future__ import annotations
@@ -99,20 +99,23 @@ def main() -> None:
 
     # each network predicts each split once; the ensemble's numbers combine those outputs as its forward does
     nets = list(model.members) if len(members) > 1 else [model]
-    outs = {part: [predict_outputs(net, packed, idx[part]) for net in nets] for part in ("val", "test")}
-    whole = {part: model.combine(o) if len(nets) > 1 else o[0] for part, o in outs.items()}
+    # (validation only for networks that have not trained on it: a refit's would be in-sample)
+    outs = {"test": [predict_outputs(net, packed, idx["test"]) for net in nets],
+            "val": [None if r else predict_outputs(net, packed, idx["val"]) for net, r in zip(nets, refit, strict=True)]}  # fmt: skip
+    whole = {part: model.combine(o) if len(nets) > 1 else o[0] for part, o in outs.items() if None not in o}
 
     def measure(out: dict[str, torch.Tensor], part: str) -> dict:
         true = packed.targets[idx[part]]
         return {t: regression_metrics(out[t].numpy(), true[:, j]) for j, t in enumerate(cfg.targets)}
 
     targets = {}
-    test, val = measure(whole["test"], "test"), measure(whole["val"], "val")
+    test = measure(whole["test"], "test")
+    val = measure(whole["val"], "val") if "val" in whole else None
     for j, t in enumerate(cfg.targets):
         m, true = test[t], packed.targets[idx["test"], j]
         targets[t] = {
             "unit": TARGET_UNITS.get(t, ""), "test_mae": m["mae"], "test_rmse": m["rmse"], "test_r2": m["r2"],
-            "test_n": m["n"], "val_mae": None if any(refit) else val[t]["mae"],
+            "test_n": m["n"], "val_mae": val[t]["mae"] if val else None,
             "test_mae_mean_predictor": regression_metrics(np.full(len(true), mean_pred[j]), true)["mae"],
         }  # fmt: skip
         if len(nets) > 1 and len(model.target_members[t]) > 1:  # one network for a target: no spread
@@ -121,12 +124,13 @@ def main() -> None:
             )
     member_cards = []
     for k, (run, net, summary) in enumerate(zip(args.runs, nets, summaries, strict=True)):
-        m_val, m_test = measure(outs["val"][k], "val"), measure(outs["test"][k], "test")
+        m_test = measure(outs["test"][k], "test")
+        m_val = None if refit[k] else measure(outs["val"][k], "val")
         member_cards.append({
             "run": str(run), "best_epoch": summary.get("best_epoch"), "epochs_run": summary.get("epochs_run"),
             "train_time_s": summary.get("train_time_s"), "dropout": net.config.dropout,
             "trained_on": "train+val" if refit[k] else "train",
-            "val_mae": None if refit[k] else {t: m_val[t]["mae"] for t in cfg.targets},
+            "val_mae": m_val and {t: m_val[t]["mae"] for t in cfg.targets},
             "test_mae": {t: m_test[t]["mae"] for t in cfg.targets},
         })  # fmt: skip
     card = {
