@@ -130,7 +130,7 @@ def main() -> None:
             "run": str(run), "best_epoch": summary.get("best_epoch"), "epochs_run": summary.get("epochs_run"),
             "train_time_s": summary.get("train_time_s"), "dropout": net.config.dropout,
             "trained_on": "train+val" if refit[k] else "train",
-            "val_mae": m_val and {t: m_val[t]["mae"] for t in cfg.targets},
+            "val_mae": {t: m_val[t]["mae"] for t in cfg.targets} if m_val else None,
             "test_mae": {t: m_test[t]["mae"] for t in cfg.targets},
         })  # fmt: skip
     card = {
