@@ -9,7 +9,8 @@ score (the mean standardised validation MAE that ``sen train`` selects checkpoin
 those that share a network (the first network, whose routing the app shows, serves every
 target) and use at most ``--max-networks`` networks in all (each one costs prediction time:
 see bench_pipeline.py). Also prints how correlated the networks' validation errors are
-(averaging helps least where they are most alike). Prints the tables in benchmarks/README.md; writes
+(averaging helps least where they are most alike) and the mean validation MAE of every k of the
+chosen networks, k = 1 .. all (how much each added network still buys). Prints the tables in benchmarks/README.md; writes
 ``benchmarks/results/ensemble_members.json``. The test split is not looked at.
 
     python benchmarks/ensemble_members.py runs/sen_mp/best.pt runs/sen_mp_control/best.pt \\
@@ -87,12 +88,20 @@ def main() -> None:
         for name, row in zip(names, correlation[t], strict=True):
             print(f"| {label([name])} | " + " | ".join(f"{c:.2f}" for c in row) + " |")
     best = choices[0]
+    # how the error falls with the number of networks: the mean over all k-subsets of the chosen ones
+    chosen = sorted(names.index(n) for n in set().union(*best["target_members"].values()))
+    by_count = {k: {t: float(np.mean([mae[s][t] for s in itertools.combinations(chosen, k)])) for t in targets}
+                for k in range(1, len(chosen) + 1)}  # fmt: skip
+    print("\nmean validation MAE over every k of the chosen networks:\n| k | "
+          + " | ".join(targets) + " |\n|---:|" + "---:|" * len(targets))  # fmt: skip
+    for k, row in by_count.items():
+        print(f"| {k} | " + " | ".join(f"{row[t]:.4f}" for t in targets) + " |")
     print(f"\nchosen ({best['networks']} networks): "
           + "; ".join(f"{t} from {label(m)}" for t, m in best["target_members"].items()))  # fmt: skip
     result = {"split": "val", "candidates": names, "max_networks": args.max_networks, "chosen": best,
               "best_same_for_all_targets": uniform[0] if uniform else None, "top": choices[:50],
               "single_networks": {names[i]: mae[(i,)] for i in range(len(nets))},
-              "error_correlation": correlation}  # fmt: skip
+              "error_correlation": correlation, "mean_val_mae_by_number_of_chosen_networks": by_count}  # fmt: skip
     args.out.write_text(json.dumps(result, indent=1))
 
 
