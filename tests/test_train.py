@@ -158,6 +158,23 @@ def test_loss_weights_scale_each_target_in_loss_and_validation_score(dataset, tm
         TrainConfig.from_dict({"loss_weights": {FE: 0}})
 
 
+def test_loss_is_fe_l1_plus_gate_bce_plus_gap_l1_over_non_metals_only():
+    cfg = SEN().config
+    fe_std, gap_std = cfg.target_stats[FE][1], cfg.target_stats[GAP][1]
+    logit = torch.tensor([0.3, 0.8, -0.4])
+    out = {FE: torch.tensor([-1.2, -1.7, 0.1]), "band_gap_logit": logit,
+           "band_gap_amplitude": torch.tensor([0.5, 1.0, 2.0])}  # fmt: skip
+    y = torch.tensor([[-1.0, 0.0], [-2.0, 1.5], [0.0, 3.0]])  # a metal and two non-metals
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logit, torch.tensor([0.0, 1.0, 1.0]))
+    want = (0.2 + 0.3 + 0.1) / 3 / fe_std + float(bce) + (0.5 + 1.0) / 2 / gap_std  # the metal's amplitude is free
+    assert float(sen.train.loss_fn(out, y, cfg)) == pytest.approx(want, rel=1e-6)
+
+    metals = y.clone()
+    metals[:, 1] = 0.0  # no non-metal in the batch: no amplitude term at all (and no division by zero)
+    bce0 = torch.nn.functional.binary_cross_entropy_with_logits(logit, torch.zeros(3))
+    assert float(sen.train.loss_fn(out, metals, cfg)) == pytest.approx(0.6 / 3 / fe_std + float(bce0), rel=1e-6)
+
+
 class Interrupted(KeyboardInterrupt):
     """Raised inside the training loop, like Ctrl-C or a killed job."""
 
