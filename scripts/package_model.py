@@ -42,6 +42,7 @@ def main() -> None:
     ap.add_argument("runs", type=Path, nargs="+", help="training output folders (each with best.pt and split.json)")
     ap.add_argument("--config", type=Path, required=True)
     ap.add_argument("--reproduce", help="the training command(s) to record, if more than `sen train --config C`")
+    ap.add_argument("--hardware", help="where the networks were trained, if not (only) on this machine's CPU")
     ap.add_argument("--target-runs", action="append", default=[], metavar="TARGET=RUN,RUN",
                     help="an ensemble's networks for one target (default: all the runs); repeat per target")  # fmt: skip
     args = ap.parse_args()
@@ -147,7 +148,8 @@ def main() -> None:
         "members": member_cards,
         "target_members": {t: [str(args.runs[i]) for i in m] for t, m in getattr(model, "target_members", {}).items()},
         "train_time_s": sum(m["train_time_s"] or 0.0 for m in member_cards),
-        "hardware": f"{platform.machine()} CPU, {cfg.threads or torch.get_num_threads()} thread(s) per run, torch {torch.__version__}",
+        "hardware": args.hardware
+        or f"{platform.machine()} CPU, {cfg.threads or torch.get_num_threads()} thread(s) per run, torch {torch.__version__}",
         "config": json.loads(json.dumps({k: v for k, v in vars(cfg).items() if k != "extra"}, default=list)),
         "reproduce": args.reproduce or f"sen train --config {args.config}",
         "model_card": f"models/{args.name}/README.md",

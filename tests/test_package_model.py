@@ -88,6 +88,14 @@ def test_one_run_ships_its_best_checkpoint(runs):
     assert card["n_members"] == 1 and card["best_epoch"] == summary["best_epoch"]
     assert card["targets"][FE]["test_mae"] == pytest.approx(summary["test"][FE]["mae"], rel=1e-5)
     assert "spread" not in card["targets"][FE]
+    assert card["hardware"].endswith("CPU, 1 thread(s) per run, torch " + torch.__version__)
+
+    # networks trained elsewhere (a GPU, say) say so in the card
+    done = package(runs, "solo_gpu", "a", options=("--hardware", "1 NVIDIA H200 (2 runs at a time)"))
+    assert done.returncode == 0, done.stderr
+    assert json.loads((runs / "models" / "solo_gpu" / "metrics.json").read_text())["hardware"] == (
+        "1 NVIDIA H200 (2 runs at a time)"
+    )
 
 
 def test_runs_on_different_splits_are_refused(runs):
