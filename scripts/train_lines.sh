@@ -30,31 +30,33 @@ PYTHON=${PYTHON:-python3}
 EXTRA=${EXTRA:-}
 mkdir -p "$RUNS"
 
+stage() {  # one `sen train` run with the settings every stage shares
+    # shellcheck disable=SC2086  # EXTRA is a list of options
+    $PYTHON -m sen train --data "$DATA" --no-progress "$@" $EXTRA
+}
+
 line() {
     local s=$1 pre="$RUNS/sen_mp_g$1"
-    # shellcheck disable=SC2086  # EXTRA is a list of options
-    $PYTHON -m sen train --config configs/sen_mp.toml --data "$DATA" --out "$pre" --seed "$s" --split-seed 0 \
-        --epochs "$PRE_EPOCHS" --patience 200 ${PRE_MIN:+--time-limit-min "$PRE_MIN"} --no-progress $EXTRA
-    # shellcheck disable=SC2086
-    $PYTHON -m sen train --config configs/sen_mp_fe.toml --data "$DATA" --init-from "$pre" --out "${pre}_fe" \
-        --seed $((s + 100)) --epochs "$FE_EPOCHS" ${FE_MIN:+--time-limit-min "$FE_MIN"} --no-progress $EXTRA
+    stage --config configs/sen_mp.toml --out "$pre" --seed "$s" --split-seed 0 --epochs "$PRE_EPOCHS" \
+        --patience 200 ${PRE_MIN:+--time-limit-min "$PRE_MIN"}
+    stage --config configs/sen_mp_fe.toml --init-from "$pre" --out "${pre}_fe" --seed $((s + 100)) \
+        --epochs "$FE_EPOCHS" ${FE_MIN:+--time-limit-min "$FE_MIN"}
     if [ "$REFIT_EPOCHS" -gt 0 ]; then
-        # shellcheck disable=SC2086
-        $PYTHON -m sen train --config configs/sen_mp_fe.toml --data "$DATA" --init-from "${pre}_fe" \
-            --out "${pre}_refit" --seed $((s + 200)) --lr 2e-4 --train-on-val --epochs "$REFIT_EPOCHS" \
-            ${REFIT_MIN:+--time-limit-min "$REFIT_MIN"} --no-progress $EXTRA
+        stage --config configs/sen_mp_fe.toml --init-from "${pre}_fe" --out "${pre}_refit" --seed $((s + 200)) \
+            --lr 2e-4 --train-on-val --epochs "$REFIT_EPOCHS" ${REFIT_MIN:+--time-limit-min "$REFIT_MIN"}
     fi
 }
 
+seeds=("$@")
 pids=()
-for s in "$@"; do
+for s in "${seeds[@]}"; do
     line "$s" >"$RUNS/line_$s.log" 2>&1 &
     pids+=($!)
 done
 status=0
 for i in "${!pids[@]}"; do
     if ! wait "${pids[$i]}"; then
-        echo "line with seed ${*:$((i + 1)):1} failed: see $RUNS/line_${*:$((i + 1)):1}.log" >&2
+        echo "line with seed ${seeds[$i]} failed: see $RUNS/line_${seeds[$i]}.log" >&2
         status=1
     fi
 done

@@ -357,7 +357,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
             losses.append(loss.detach())
             if b % 20 == 0 and not bar.disable:
                 bar.set_postfix(loss=f"{float(torch.stack(losses[-50:]).mean()):.3f}", lr=f"{lr:.1e}")
-        losses = torch.stack(losses).cpu().numpy() if losses else np.zeros(1)
+        train_loss = float(torch.stack(losses).mean()) if losses else float("nan")  # one read-back per epoch
         abs_err = abs_err.cpu()
         state["elapsed"] += time.time() - t0
         state["epoch"] = epoch + 1
@@ -386,14 +386,14 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
                 state["bad_epochs"] += 1
         if main:
             row = {"epoch": epoch + 1, "elapsed_s": f"{state['elapsed']:.1f}", "lr": f"{lr:.3e}",
-                   "train_loss": f"{np.mean(losses):.4f}", "val_score": "" if score is None else f"{score:.5f}"}  # fmt: skip
+                   "train_loss": f"{train_loss:.4f}", "val_score": "" if score is None else f"{score:.5f}"}  # fmt: skip
             for j, t in enumerate(cfg.targets):
                 row[f"train_mae_{t}"] = f"{float(abs_err[j]) / max(n_seen, 1):.5f}"
                 row[f"val_mae_{t}"] = f"{maes[j]:.5f}" if maes else ""
             with open(log_path, "a", newline="") as fh:
                 csv.DictWriter(fh, fieldnames=header, extrasaction="ignore", restval="").writerow(row)
             shown = maes or [float(a) / max(n_seen, 1) for a in abs_err]
-            print(f"epoch {epoch + 1}: loss {np.mean(losses):.4f} {'val' if maes else 'train (train + val)'} MAE "
+            print(f"epoch {epoch + 1}: loss {train_loss:.4f} {'val' if maes else 'train (train + val)'} MAE "
                   + ", ".join(f"{t} {m:.4f}" for t, m in zip(cfg.targets, shown, strict=False))
                   + f" ({state['elapsed'] / 60:.1f} min){' *' if improved else ''}", flush=True)  # fmt: skip
             torch.save(
