@@ -1,7 +1,11 @@
 """SEN Crystal Explorer: pick or upload a crystal; see the prediction, the structure, its
 symmetry clusters and the capsule routing. Run with ``streamlit run app/Home.py``.
 
-The page reads like it looks, top to bottom; each section is one function in app/panels.py.
+The page reads like it looks, top to bottom: the sidebar (app/sidebar.py), a table when several
+files were uploaded at once (app/batch.py), then one crystal in detail: prediction
+(app/prediction_panel.py), 3D view and symmetry side by side (app/view_panel.py,
+app/symmetry_panel.py), capsule routing (app/routing_panel.py) and downloads
+(app/downloads_panel.py). A section that fails shows one line and the others go on.
 """
 
 from __future__ import annotations
@@ -16,10 +20,19 @@ if str(ROOT) not in sys.path:  # `streamlit run app/Home.py` puts only app/ on t
 
 import streamlit as st  # noqa: E402
 
-from app import panels, viewer  # noqa: E402
+from app import viewer  # noqa: E402
+from app.batch import several_files  # noqa: E402
+from app.common import setup_logging  # noqa: E402
+from app.downloads_panel import downloads  # noqa: E402
 from app.gallery import load_gallery  # noqa: E402
+from app.prediction_panel import footer, header, load_structure, prediction  # noqa: E402
 from app.results import get_predictor  # noqa: E402
+from app.routing_panel import routing  # noqa: E402
+from app.sidebar import sidebar  # noqa: E402
+from app.symmetry_panel import symmetry  # noqa: E402
+from app.view_panel import structure_view  # noqa: E402
 
+setup_logging()
 st.set_page_config(page_title="SEN Crystal Explorer", layout="wide")
 started = time.perf_counter()
 
@@ -30,26 +43,26 @@ st.caption(
 )
 
 predictor, model_error = get_predictor()
-settings = panels.sidebar(load_gallery(), predictor)
+settings = sidebar(load_gallery(), predictor)
 
-if len(settings.uploads) > 1:
-    panels.several_files(settings.uploads, predictor)
+if len(settings.batch) > 1:
+    several_files(settings.batch, predictor)
 
-loaded = panels.load_structure(settings)
+loaded = load_structure(settings)
 if loaded is not None:
     crystal, structure = loaded
-    panels.header(crystal, structure)
-    explanation = panels.prediction(crystal, structure, predictor, model_error)
+    header(crystal, structure)
+    explanation = prediction(crystal, structure, predictor, model_error)
 
     if settings.colour_mode == viewer.SIDE_BY_SIDE:  # two 3D views need the full width
         view_column, symmetry_column = st.container(), st.container()
     else:
         view_column, symmetry_column = st.columns([1, 1])
     with symmetry_column:
-        sym = panels.symmetry(crystal, structure, settings, explanation)
+        sym = symmetry(crystal, structure, settings, explanation)
     with view_column:
-        panels.structure_view(crystal, structure, settings, sym, explanation)
+        structure_view(crystal, structure, settings, sym, explanation)
 
-    routing_data = panels.routing(crystal, structure, explanation, predictor)
-    panels.downloads(crystal, structure, explanation, predictor, sym, routing_data)
-    panels.footer(crystal, structure, predictor, time.perf_counter() - started)
+    routing_data = routing(crystal, structure, explanation, predictor)
+    downloads(crystal, structure, explanation, predictor, sym, routing_data)
+    footer(crystal, structure, predictor, time.perf_counter() - started)

@@ -3,6 +3,12 @@
 Everything here calls ``sen``; nothing draws. The model is loaded once per server
 (``st.cache_resource``); per-crystal results are cached (``st.cache_data``) by the SHA-256
 of the file's bytes plus the settings that change them.
+
+Nothing computed for a crystal raises out of here unannounced: a failure is logged once on
+the server (with its traceback), cached like a result (so a file that exhausts memory is not
+tried again on every rerun) and comes back as :class:`sen.StructureError` (the file is at
+fault, sen's own reason) or :class:`ComputeError` (anything else, a one-line reason in the
+user's terms).
 """
 
 from __future__ import annotations
@@ -11,14 +17,18 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import math
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import spglib
 import streamlit as st
+import torch
 from pymatgen.core import Structure
 from pymatgen.io.cif import CifWriter
 
@@ -30,12 +40,58 @@ from sen.symmetry import (
     DEFAULT_SYMPREC,
     SymmetryReport,
     analyze_symmetry,
-    conventional_standard_structure,
 )
 
-#: Units of the predicted properties, for labels and downloads.
+#: Units of the predicted properties, for labels and downloads (the only place the app names them).
 UNITS = {"band_gap": "eV", "formation_energy_per_atom": "eV/atom"}
 TITLES = {"band_gap": "Band gap", "formation_energy_per_atom": "Formation energy"}
+
+#: Threads torch uses for the server's predictions (env SEN_THREADS; "auto": torch's default).
+THREADS_ENV = "SEN_THREADS"
+DEFAULT_THREADS = 1
+
+log = logging.getLogger("sen_app")
+
+
+class ComputeError(Exception):
+    """A step failed for a reason other than a bad file; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A cached result or the reason it could not be computed (failures are cached too)."""
+
+    value: object = None
+    error: str | None = None
+    bad_file: bool = False  # the error is sen's StructureError reason
+
+    def get(self):
+        """The value, or raise StructureError / ComputeError with the reason."""
+        if self.error is None:
+            return self.value
+        raise StructureError(self.error) if self.bad_file else ComputeError(self.error)
+
+
+def failure_reason(step: str, exc: BaseException) -> str:
+    """What went wrong in ``step`` (e.g. "the prediction"), in one line, in the user's terms."""
+    if isinstance(exc, MemoryError):
+        return f"{step} needs more memory than this server has; is the cell unusually large or sparse?"
+    if type(exc).__name__ == "SymmetryUndeterminedError" or isinstance(exc, (spglib.SpglibError,)):
+        return f"spglib could not determine the symmetry for {step}; try another symmetry tolerance"
+    if isinstance(exc, RecursionError):
+        return f"{step} is too deeply nested to compute for this crystal"
+    return f"{step} failed with an unexpected error ({type(exc).__name__}); it has been logged on the server"
+
+
+def _attempt(step: str, name: str, compute: Callable[[], object]) -> Outcome:
+    """Run ``compute``; a failure becomes an Outcome with its reason (and a log entry)."""
+    try:
+        return Outcome(compute())
+    except StructureError as exc:
+        return Outcome(error=str(exc), bad_file=True)
+    except Exception as exc:  # everything else: logged here, one line for the user
+        log.exception("%s failed for %s", step, name)
+        return Outcome(error=failure_reason(step, exc))
 
 
 @dataclass(frozen=True)
@@ -64,9 +120,34 @@ class CrystalFile:
 # ---------------------------------------------------------------------------- model
 
 
+def server_threads() -> int | None:
+    """Torch threads for this server from SEN_THREADS (default 1; "auto" or 0: torch's own choice).
+
+    One thread is the default: the server runs every visitor's script in its own thread and the
+    same CPUs render pages, so torch's default (one thread per core) made predictions 2-3x slower.
+    """
+    value = os.environ.get(THREADS_ENV, "").strip().lower()
+    if not value:
+        return DEFAULT_THREADS
+    if value in ("auto", "0"):
+        return None
+    try:
+        threads = int(value)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        log.warning("%s=%r is not a number of threads; using %d", THREADS_ENV, value, DEFAULT_THREADS)
+        return DEFAULT_THREADS
+    return threads
+
+
 @st.cache_resource(show_spinner="Loading the SEN model ...")
 def load_predictor() -> Predictor:
-    """The shipped SEN model, loaded once per server process."""
+    """The shipped SEN model, loaded once per server process (with the server's torch threads)."""
+    threads = server_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    log.info("SEN model loading; torch uses %d threads", torch.get_num_threads())
     return Predictor.load()
 
 
@@ -93,35 +174,38 @@ def model_key(predictor: Predictor | None) -> str:
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
-def _read_cached(digest: str, name: str, _data: bytes) -> tuple[Structure | None, str | None]:
-    try:
-        return read_structure(_data, filename=name), None
-    except StructureError as exc:
-        return None, str(exc)
+def _read_cached(digest: str, name: str, _data: bytes) -> Outcome:
+    return _attempt("reading the file", name, lambda: _plain(read_structure(_data, filename=name)))
+
+
+def _plain(structure: Structure) -> Structure:
+    """The structure without site or structure properties: the app uses only lattice, species and
+    positions, and a property (a pymatgen JSON can decode one into e.g. an open file) may not pickle,
+    which the result cache needs."""
+    return Structure(structure.lattice, structure.species, structure.frac_coords)
 
 
 def read_crystal(crystal: CrystalFile) -> Structure:
-    """The validated structure of a file; raises :class:`StructureError` with sen.io's reason."""
-    structure, error = _read_cached(crystal.digest, crystal.name, crystal.data)
-    if error is not None:
-        raise StructureError(error)
-    return structure
+    """The validated structure of a file; raises :class:`StructureError` with sen.io's reason,
+    or :class:`ComputeError` when reading failed otherwise."""
+    return _read_cached(crystal.digest, crystal.name, crystal.data).get()
 
 
 # ---------------------------------------------------------------------------- prediction
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
-def _explain_cached(digest: str, name: str, model: str, _data: bytes, _predictor: Predictor) -> dict:
-    structure, error = _read_cached(digest, name, _data)
-    if error is not None:
-        raise StructureError(error)
-    return _predictor.explain(structure)
+def _explain_cached(digest: str, name: str, model: str, _data: bytes, _predictor: Predictor) -> Outcome:
+    read = _read_cached(digest, name, _data)
+    if read.error is not None:
+        return read
+    return _attempt("the prediction", name, lambda: _predictor.explain(read.value))
 
 
 def explain_crystal(crystal: CrystalFile, predictor: Predictor) -> dict:
-    """``Predictor.explain`` for a file (prediction, symmetry given to SEN, routing matrices)."""
-    return _explain_cached(crystal.digest, crystal.name, model_key(predictor), crystal.data, predictor)
+    """``Predictor.explain`` for a file (prediction, symmetry given to SEN, routing matrices);
+    raises StructureError or ComputeError."""
+    return _explain_cached(crystal.digest, crystal.name, model_key(predictor), crystal.data, predictor).get()
 
 
 def model_test_mae(card: dict, target: str) -> float | None:
@@ -176,6 +260,12 @@ def coverage_warnings(structure: Structure, card: dict) -> list[str]:
     return notes
 
 
+def record_key(target: str, kind: str = "") -> str:
+    """Key of a prediction record, with the unit: ``band_gap_eV``, ``band_gap_std_eV``, ..."""
+    unit = UNITS.get(target, "")
+    return f"{target}{kind}" + ("_" + unit.replace("/", "_per_") if unit else "")
+
+
 def prediction_record(crystal: CrystalFile, structure: Structure, prediction: dict, predictor: Predictor) -> dict:
     """One flat row describing a prediction, with units in the keys (for JSON/CSV downloads)."""
     record: dict = {
@@ -187,12 +277,10 @@ def prediction_record(crystal: CrystalFile, structure: Structure, prediction: di
         "space_group_number": prediction.get("space_group_number"),
     }
     for target in predictor.targets:
-        unit = UNITS.get(target, "")
-        suffix = "_" + unit.replace("/", "_per_") if unit else ""
-        record[f"{target}{suffix}"] = round(float(prediction[target]), 6)
+        record[record_key(target)] = round(float(prediction[target]), 6)
         if f"{target}_std" in prediction:  # spread over an ensemble's networks
-            record[f"{target}_std{suffix}"] = round(float(prediction[f"{target}_std"]), 6)
-        record[f"{target}_test_mae{suffix}"] = model_test_mae(predictor.card, target)
+            record[record_key(target, "_std")] = round(float(prediction[f"{target}_std"]), 6)
+        record[record_key(target, "_test_mae")] = model_test_mae(predictor.card, target)
     if "metal_probability" in prediction:
         record["metal_probability"] = round(float(prediction["metal_probability"]), 6)
         record["is_metal"] = bool(prediction["is_metal"])
@@ -221,27 +309,65 @@ class SymmetryView:
     """Symmetry at the user's tolerance, with the lattice parameters and the standardised cell."""
 
     report: SymmetryReport
-    lattice_rows: list[dict]  # cell as given and conventional standard cell: a, b, c (Å), angles (°), volume (Å³)
-    standard_cif: str  # conventional standard cell as CIF text (symmetrised)
+    lattice_rows: list[dict]  # per cell (as given; standard): a, b, c (Å), angles (°), volume (Å³), atoms
+    standard_cif: str | None  # conventional standard cell as CIF text (symmetrised); None if it failed
+    standard_error: str | None = None  # why there is no standard cell (one line), else None
+
+
+STANDARD_CELL = "conventional standard cell"
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
-def _symmetry_cached(digest: str, name: str, symprec: float, angle_tolerance: float, _data: bytes) -> SymmetryView:
-    structure, error = _read_cached(digest, name, _data)
-    if error is not None:
-        raise StructureError(error)
-    report = analyze_symmetry(structure, symprec, angle_tolerance)
-    conventional = conventional_standard_structure(structure, symprec, angle_tolerance)
-    return SymmetryView(
-        report,
-        [_lattice_row("cell as given", structure), _lattice_row("conventional standard cell", conventional)],
-        standard_cif(conventional, symprec, angle_tolerance),
+def _symmetry_cached(digest: str, name: str, symprec: float, angle_tolerance: float, _data: bytes) -> Outcome:
+    read = _read_cached(digest, name, _data)
+    if read.error is not None:
+        return read
+    structure = read.value
+    analysis = _attempt("the symmetry analysis", name, lambda: analyze_symmetry(structure, symprec, angle_tolerance))
+    if analysis.error is not None:
+        return analysis
+    rows = [_lattice_row("cell as given", structure)]
+    standard = _attempt(
+        "the conventional standard cell", name, lambda: _standard_cell_and_cif(structure, symprec, angle_tolerance)
     )
+    if standard.error is not None:
+        return Outcome(SymmetryView(analysis.value, rows, None, standard.error))
+    cell, cif = standard.value
+    return Outcome(SymmetryView(analysis.value, [*rows, _lattice_row(STANDARD_CELL, cell)], cif))
+
+
+def _standard_cell_and_cif(structure: Structure, symprec: float, angle_tolerance: float) -> tuple[Structure, str]:
+    cell = spglib_standard_cell(structure, symprec, angle_tolerance)
+    return cell, standard_cif(cell, symprec, angle_tolerance)
 
 
 def symmetry_view(crystal: CrystalFile, symprec: float, angle_tolerance: float) -> SymmetryView:
-    """spglib analysis at ``symprec`` (Å) and ``angle_tolerance`` (°); raises StructureError."""
-    return _symmetry_cached(crystal.digest, crystal.name, float(symprec), float(angle_tolerance), crystal.data)
+    """spglib analysis at ``symprec`` (Å) and ``angle_tolerance`` (°); raises StructureError or
+    ComputeError (a failing standard cell only empties ``standard_cif`` and sets ``standard_error``)."""
+    return _symmetry_cached(crystal.digest, crystal.name, float(symprec), float(angle_tolerance), crystal.data).get()
+
+
+def spglib_standard_cell(
+    structure: Structure, symprec: float = DEFAULT_SYMPREC, angle_tolerance: float = DEFAULT_ANGLE_TOLERANCE
+) -> Structure:
+    """The conventional cell in spglib's standard setting: the setting the Wyckoff letters refer to
+    and the symmetrised CIF is written in (LiFePO4 in Pnma: a = 10.33, b = 6.01, c = 4.69 Å).
+
+    pymatgen's conventional_standard_structure (sen.symmetry) re-orders orthorhombic axes so that
+    a < b < c, which is another setting of the same space group: its letters would not match.
+    """
+    cell = (structure.lattice.matrix, structure.frac_coords, list(structure.atomic_numbers))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        standard = spglib.standardize_cell(cell, to_primitive=False, symprec=symprec, angle_tolerance=angle_tolerance)
+    if standard is None:
+        raise StructureError(f"spglib could not standardise this cell at tolerance {symprec:g} Å")
+    lattice, positions, numbers = standard
+    return Structure(lattice, [int(z) for z in numbers], positions)
+
+
+#: Rows of the lattice table (parameter name, key in a lattice row).
+LATTICE_PARAMETERS = ("a (Å)", "b (Å)", "c (Å)", "α (°)", "β (°)", "γ (°)", "volume (Å³)", "atoms")
 
 
 def _lattice_row(cell: str, structure: Structure) -> dict:
@@ -259,6 +385,12 @@ def _lattice_row(cell: str, structure: Structure) -> dict:
     }
 
 
+def lattice_table(rows: Sequence[dict]) -> list[dict]:
+    """The lattice rows transposed (one row per parameter, one column per cell): three narrow
+    columns fit the half-width symmetry column where nine did not."""
+    return [{"parameter": p, **{row["cell"]: str(row[p]) for row in rows}} for p in LATTICE_PARAMETERS]
+
+
 def standard_cif(
     conventional: Structure, symprec: float = DEFAULT_SYMPREC, angle_tolerance: float = DEFAULT_ANGLE_TOLERANCE
 ) -> str:
@@ -272,17 +404,17 @@ def standard_cif(
 
 
 def orbit_table(report: SymmetryReport) -> list[dict]:
-    """One row per Wyckoff orbit for the symmetry panel."""
+    """One row per Wyckoff orbit for the symmetry panel, named as in the charts (``O 4c (1)``)."""
     return [
         {
-            "orbit": orbit.label,
+            "orbit": name,
             "element": orbit.element,
             "Wyckoff letter": orbit.wyckoff_letter,
             "multiplicity": orbit.multiplicity,
             "site symmetry": orbit.site_symmetry,
             "atoms": ", ".join(str(i) for i in orbit.atom_indices),
         }
-        for orbit in report.orbits
+        for orbit, name in zip(report.orbits, unique_orbit_names(report), strict=True)
     ]
 
 
@@ -358,29 +490,70 @@ def _floats(values) -> list[float]:
 # ---------------------------------------------------------------------------- several files
 
 
+#: Work one upload may cause: files predicted, and atoms over all of them (``sen predict`` has no limit).
+MAX_BATCH_FILES = 50
+MAX_BATCH_ATOMS = 5000
+
+
+@dataclass
+class BatchResult:
+    """Predictions for an upload of several files."""
+
+    records: list[dict] = field(default_factory=list)  # one prediction record per predicted file
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (file name, reason)
+    left_out: list[str] = field(default_factory=list)  # files not predicted because a limit was reached
+    limit: str = ""  # the limit reached, in words ("" if none)
+
+
 def predict_files(
     crystals: Sequence[CrystalFile],
     predictor: Predictor,
     on_progress: Callable[[int, int, str], None] | None = None,
-) -> tuple[list[dict], list[tuple[str, str]]]:
-    """Prediction records for many files, and (file name, reason) for those that failed."""
-    records, failures = [], []
-    for done, crystal in enumerate(crystals, start=1):
+    max_files: int = MAX_BATCH_FILES,
+    max_atoms: int = MAX_BATCH_ATOMS,
+) -> BatchResult:
+    """Prediction records for many files, the (file name, reason) of those that failed, and the
+    files left out once ``max_files`` files or ``max_atoms`` atoms in all are reached.
+
+    ``on_progress(done, total, name)`` runs after each file. In the app it updates a progress bar,
+    which is also where Streamlit stops the run when the visitor leaves or changes something (it
+    raises its StopException/RerunException there), so a batch stops within one file.
+    """
+    result = BatchResult()
+    chosen: list[tuple[CrystalFile, Structure]] = []
+    atoms = 0
+    for crystal in crystals:
+        if len(chosen) >= max_files or atoms >= max_atoms:
+            result.left_out.append(crystal.name)
+            continue
         try:
             structure = read_crystal(crystal)
-            records.append(prediction_record(crystal, structure, explain_crystal(crystal, predictor), predictor))
-        except StructureError as exc:
-            failures.append((crystal.name, str(exc)))
-        except Exception as exc:  # one odd file must not stop the others
-            failures.append((crystal.name, f"could not be analysed: {type(exc).__name__}: {_first_line(exc)}"))
-        if on_progress is not None:
-            on_progress(done, len(crystals), crystal.name)
-    return records, failures
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:200] if lines else ""
+        except (StructureError, ComputeError) as exc:
+            result.failures.append((crystal.name, str(exc)))
+            continue
+        if atoms + len(structure) > max_atoms:
+            result.left_out.append(crystal.name)
+            atoms = max_atoms  # the files after this one are left out too: the table follows the upload order
+            continue
+        chosen.append((crystal, structure))
+        atoms += len(structure)
+    if result.left_out:
+        result.limit = f"at most {max_files} files and {max_atoms:,} atoms in all per upload"
+    finished = 0
+    try:
+        for crystal, structure in chosen:
+            try:
+                explanation = explain_crystal(crystal, predictor)
+                result.records.append(prediction_record(crystal, structure, explanation, predictor))
+            except (StructureError, ComputeError) as exc:
+                result.failures.append((crystal.name, str(exc)))
+            finished += 1
+            if on_progress is not None:
+                on_progress(finished, len(chosen), crystal.name)
+    finally:
+        if finished < len(chosen):  # Streamlit stopped the run (visitor gone, or a new rerun)
+            log.info("batch prediction stopped after %d of %d files", finished, len(chosen))
+    return result
 
 
 def to_json(obj: object) -> str:

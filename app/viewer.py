@@ -41,6 +41,19 @@ ORBIT_PALETTE = tuple(px.colors.qualitative.Dark24)
 CAPSULE_PALETTE = tuple(px.colors.qualitative.D3)
 
 MAX_VIEW_ATOMS = 4000  # atoms drawn at most (supercell plus boundary images), to keep the browser responsive
+MAX_LABELLED_ATOMS = 150  # above this many drawn atoms, one label per orbit per cell (see label_sites)
+#: Labels: small dark text on a light box beside the atom (not over it), always in front.
+LABEL_STYLE = {
+    "fontSize": 10,
+    "fontColor": "#111111",
+    "backgroundColor": "#ffffff",
+    "backgroundOpacity": 0.8,
+    "borderThickness": 0.5,
+    "borderColor": "#888888",
+    "inFront": True,
+    "alignment": "bottomLeft",
+    "screenOffset": {"x": 5, "y": -5},
+}
 BOUNDARY_TOLERANCE = 1e-3  # fractional; atoms this close to a cell face are also drawn on the opposite face
 _HEX_COLOUR = re.compile(r"^#[0-9A-Fa-f]{6}$")
 _JS_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"')
@@ -146,6 +159,36 @@ def cell_atoms(structure: Structure, supercell: Sequence[int] = (1, 1, 1)) -> tu
     return parents, cart
 
 
+def labels_every_atom(n_drawn: int) -> bool:
+    """Whether :func:`label_sites` labels each of ``n_drawn`` atoms (else one per label per cell)."""
+    return n_drawn <= MAX_LABELLED_ATOMS
+
+
+def label_sites(
+    structure: Structure,
+    parents: Sequence[int],
+    cart: np.ndarray,
+    supercell: Sequence[int],
+    atom_labels: Sequence[str],
+) -> list[tuple[str, np.ndarray]]:
+    """(text, position) of the labels to draw: one on every drawn atom, supercell copies and atoms
+    on cell faces included; above MAX_LABELLED_ATOMS drawn atoms, one per distinct label (orbit)
+    in each cell of the supercell, so that labels stay readable."""
+    texts = [str(atom_labels[i]) for i in parents]
+    if labels_every_atom(len(parents)):
+        return list(zip(texts, cart, strict=True))
+    frac = np.asarray(structure.lattice.get_fractional_coords(cart))
+    cells = np.clip(np.floor(frac + BOUNDARY_TOLERANCE), 0, np.asarray(supercell) - 1).astype(int)
+    seen: set[tuple] = set()
+    chosen = []
+    for text, cell, position in zip(texts, cells, cart, strict=True):
+        key = (text, *cell.tolist())
+        if key not in seen:
+            seen.add(key)
+            chosen.append((text, position))
+    return chosen
+
+
 def _xyz_block(structure: Structure, parents: Sequence[int], cart: np.ndarray) -> str:
     lines = [str(len(parents)), "crystal"]
     for i, (x, y, z) in zip(parents, cart, strict=True):
@@ -185,7 +228,8 @@ def build_viewer_html(
         structure: the crystal (unit cell) to draw.
         colourings: one or two :class:`AtomColouring` (two are shown side by side, rotating together).
         supercell: repetitions along a, b, c (each 1-3).
-        atom_labels: optional text drawn next to each unit-cell atom (e.g. its orbit label).
+        atom_labels: optional text per unit-cell atom (e.g. its orbit label), drawn next to every
+            drawn copy of the atom (see :func:`label_sites`).
         height: height of the 3D canvas in pixels (the legend adds a little).
         js_url: where 3Dmol.js is loaded from (default: the local copy, else the CDN).
         name: the crystal's name, written (escaped) into a data attribute for tests.
@@ -224,12 +268,8 @@ def build_viewer_html(
     for axis, vector in zip("abc", matrix, strict=True):
         view.addLabel(axis, {"position": _point(1.08 * vector), "fontColor": "black", "backgroundOpacity": 0.0})
     if atom_labels is not None:
-        for i, site in enumerate(structure):
-            view.addLabel(
-                str(atom_labels[i]),
-                {"position": _point(site.coords), "fontSize": 11, "backgroundColor": "#ffffff", "backgroundOpacity": 0.6,
-                 "fontColor": "black"},
-            )  # fmt: skip
+        for text, position in label_sites(structure, parents, cart, reps, atom_labels):
+            view.addLabel(text, {**LABEL_STYLE, "position": _point(position)})
     # A slightly oblique start shows the cell as a 3D box rather than a flat square;
     # zooming out a little keeps the cell edges and axis labels inside the canvas.
     view.rotate(-18, "x")

@@ -19,8 +19,8 @@ from streamlit.testing.v1 import AppTest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from app.common import literal  # noqa: E402
 from app.gallery import DEFAULT_EXAMPLE, load_gallery  # noqa: E402
-from app.panels import literal  # noqa: E402
 from app.results import (  # noqa: E402
     CrystalFile,
     coverage_warnings,
@@ -37,7 +37,6 @@ from app.results import (  # noqa: E402
 )
 from sen.errors import StructureError  # noqa: E402
 from sen.io import read_structure  # noqa: E402
-from sen.model import SENConfig  # noqa: E402
 from sen.predict import DEFAULT_MODEL, MODELS_DIR, Predictor  # noqa: E402
 from sen.symmetry import analyze_symmetry  # noqa: E402
 
@@ -179,16 +178,18 @@ def test_several_files_give_a_table_and_list_bad_files():
     at = upload(run_app(), *files)
     table = at.dataframe[0].value
     assert list(table["file"]) == ["NaCl.cif", "rutile.vasp"]
-    assert {"band gap (eV)", "formation energy (eV/atom)", "metal / insulator", "space group"} <= set(table.columns)
+    columns = {"band gap (eV)", "band gap ± (eV)", "formation energy (eV/atom)", "formation energy ± (eV/atom)"}
+    assert columns | {"metal / insulator", "space group"} <= set(table.columns)
     assert list(table["space group"]) == ["Fm-3m (225)", "P4_2/mnm (136)"]
     assert [e.value for e in at.error] == [
         "empty.cif: file is empty; upload a CIF, POSCAR, extended XYZ or pymatgen JSON file"
     ]
     assert len(at.get("progress")) == 1
     assert any(b.proto.label == "All predictions (CSV)" for b in at.get("download_button"))
-    # the first upload is shown in detail; another one can be picked
+    # the first file of the upload is shown in detail; another one can be picked
     assert [s.value for s in at.subheader] == ["NaCl.cif"]
-    at.sidebar.selectbox[1].set_value(1).run()
+    inspect = at.sidebar.selectbox(key="inspect_upload")
+    inspect.select_index(inspect.options.index("rutile.vasp")).run()
     assert [s.value for s in at.subheader] == ["rutile.vasp"]
 
 
@@ -260,8 +261,8 @@ def test_script_in_an_uploaded_cif_never_reaches_the_page():
 
 
 @pytest.fixture(scope="module")
-def tiny_predictor() -> Predictor:
-    return Predictor.untrained(SENConfig(width=32), seed=0)
+def tiny_predictor(small_config) -> Predictor:
+    return Predictor.untrained(small_config, seed=0)
 
 
 def test_reading_an_upload_gives_sen_io_reasons():
@@ -290,10 +291,12 @@ def test_predict_files_reports_each_failure(tiny_predictor):
         CrystalFile.from_bytes("POSCAR", poscar_bytes(rutile())),
     ]
     seen = []
-    records, failures = predict_files(files, tiny_predictor, lambda done, total, name: seen.append((done, total)))
+    result = predict_files(files, tiny_predictor, lambda done, total, name: seen.append((done, total)))
+    records, failures = result.records, result.failures
     assert [r["file"] for r in records] == ["a.cif", "POSCAR"]
     assert failures[0][0] == "b.xyz" and "no lattice" in failures[0][1]
-    assert seen == [(1, 3), (2, 3), (3, 3)]
+    assert seen == [(1, 2), (2, 2)]  # the file that cannot be read is not predicted
+    assert result.left_out == [] and result.limit == ""
     csv_text = records_csv(records)
     header = csv_text.splitlines()[0].split(",")
     assert "band_gap_eV" in header and "formation_energy_per_atom_eV_per_atom" in header

@@ -1,0 +1,71 @@
+"""The interactive 3D view of the crystal, coloured as the sidebar says, with its legend."""
+
+from __future__ import annotations
+
+import math
+
+import streamlit as st
+from pymatgen.core import Structure
+
+from app import viewer
+from app.common import panel
+from app.results import CrystalFile, SymmetryView, unique_orbit_names
+from app.sidebar import Settings
+
+CANVAS_HEIGHT = 420
+
+
+@panel("3D view")
+def structure_view(
+    crystal: CrystalFile, structure: Structure, settings: Settings, sym: SymmetryView | None, explanation: dict | None
+) -> None:
+    """Interactive 3D view (3Dmol.js) with the chosen colouring and its legend."""
+    st.markdown("**Structure** (drag to rotate, scroll to zoom)")
+    if not viewer.local_script_available():
+        st.warning(
+            "3Dmol.js is not installed in app/static/ (run `npm ci`), so the 3D view loads it from the "
+            "jsDelivr CDN and needs internet access."
+        )
+    report = sym.report if sym is not None else (explanation["symmetry"] if explanation else None)
+    colourings = _colourings(structure, settings.colour_mode, report, explanation)
+    supercell = settings.supercell
+    if len(structure) * math.prod(supercell) > viewer.MAX_VIEW_ATOMS // 2:
+        st.warning(f"{len(structure)} atoms: the supercell is too large to draw quickly; showing one cell.")
+        supercell = (1, 1, 1)
+    labels = None
+    if settings.label_atoms and report is not None:
+        names = unique_orbit_names(report)
+        labels = [names[int(k)] for k in report.orbit_index]
+    page = viewer.build_viewer_html(
+        structure, colourings, supercell=supercell, atom_labels=labels, height=CANVAS_HEIGHT, name=crystal.title
+    )
+    legend_rows = max(1, max(len(c.legend) for c in colourings) // 6 + 1)
+    viewer.render_viewer(page, viewer.viewer_height(CANVAS_HEIGHT, legend_rows))
+    caption = (
+        "Grey lines: the unit cell (axes a, b, c). Atoms on a cell face are drawn on both faces. "
+        "Wyckoff orbit: atoms that the symmetry operations map onto each other share a colour. "
+        "Dominant capsule: the learned pattern that receives most of the atom's routing."
+    )
+    if labels is not None:
+        drawn = len(viewer.cell_atoms(structure, supercell)[0])
+        caption += (
+            " Every drawn atom is labelled with its orbit."
+            if viewer.labels_every_atom(drawn)
+            else f" {drawn} atoms are drawn: one atom of each orbit is labelled in each cell, to keep labels readable."
+        )
+    st.caption(caption)
+
+
+def _colourings(structure: Structure, mode: str, report, explanation: dict | None) -> list[viewer.AtomColouring]:
+    colourings = []
+    if mode in ("Wyckoff orbit", viewer.SIDE_BY_SIDE) and report is not None:
+        colourings.append(viewer.colour_by_orbit(report.orbit_index, unique_orbit_names(report)))
+    if mode in ("Dominant capsule", viewer.SIDE_BY_SIDE):
+        if explanation is None:
+            st.info("Colouring by capsule needs a prediction; showing elements.")
+        else:
+            n_caps = explanation["routing"].shape[1]
+            colourings.append(viewer.colour_by_capsule(explanation["dominant_capsule"], n_caps))
+    if not colourings:
+        colourings.append(viewer.colour_by_element(structure))
+    return colourings
