@@ -17,7 +17,8 @@ import argparse
 import json
 from pathlib import Path
 
-UNITS = {"formation_energy_per_atom": "eV/atom", "band_gap": "eV"}
+from sen.model import TARGET_UNITS
+
 TARGETS_MAE = {"formation_energy_per_atom": 0.040, "band_gap": 0.26}  # issue 3's targets
 
 
@@ -58,7 +59,7 @@ def table(runs: list[dict]) -> tuple[str, dict]:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for t, name, p, ep, mins, mae, rmse, r2, n in rows:
-        u = UNITS.get(t, "")
+        u = TARGET_UNITS.get(t, "")
         lines.append(f"| {t} ({u}) | {name} | {p} | {ep} | {mins} | {mae:.4f} | {rmse:.4f} | {r2:.3f} | {n} |")
     if len(runs) >= 2:
         lines.append("")

@@ -8,7 +8,7 @@ mixed crystals (the gallery in ``assets/examples``). Target: under 20 ms end to 
 ``benchmarks/results/pipeline.json``.
 
     python benchmarks/bench_pipeline.py            # shipped sen_mp weights (untrained if absent)
-    python benchmarks/bench_pipeline.py --repeats 50 --model models/sen_mp
+    python benchmarks/bench_pipeline.py --repeats 50 --model sen/models/sen_mp
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Which trained networks to put in the shipped ensemble, chosen on the validation split only.
 
-Predicts the validation crystals of ``models/sen_mp/split.json`` once per candidate network,
+Predicts the validation crystals of ``sen/models/sen_mp/split.json`` once per candidate network,
 then scores every subset of candidates per target (combined exactly as ``sen.model.Ensemble``
 does: the mean of the subset's predictions, the band gap gated on their mean metal probability).
 An ensemble may take each target from its own networks (``--target-runs`` of
@@ -27,16 +27,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sen.data import DEFAULT_DATA, load_dataset
+from sen.checkpoint import load_model
 from sen.model import Ensemble
-from sen.train import load_model, predict_outputs
+from sen.training.data import DEFAULT_DATA, load_dataset
+from sen.training.metrics import predict_outputs
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("candidates", nargs="+", type=Path, help="best.pt / model.pt files")
     ap.add_argument("--max-networks", type=int, default=3, help="at most this many networks in the ensemble")
-    ap.add_argument("--split", type=Path, default=Path("models/sen_mp/split.json"))
+    ap.add_argument("--split", type=Path, default=Path("sen/sen/models/sen_mp/split.json"))
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "ensemble_members.json")
     args = ap.parse_args()
 

@@ -3,7 +3,7 @@
 Reads the model's ``split.json`` (beside ``model.pt``), predicts its test crystals and prints
 a markdown table (the one in the model card); writes ``benchmarks/results/error_breakdown_<name>.json``.
 
-    python benchmarks/error_breakdown.py models/sen_mp
+    python benchmarks/error_breakdown.py sen/models/sen_mp
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sen.data import DEFAULT_DATA, load_dataset
-from sen.evaluate import split_indices
 from sen.predict import Predictor
-from sen.train import predict_packed
+from sen.training.data import DEFAULT_DATA, load_dataset
+from sen.training.evaluate import split_indices
+from sen.training.metrics import predict_packed
 
 BINS = ((1, 4), (5, 10), (11, 20), (21, 40), (41, 80), (81, 10_000))
 
@@ -70,7 +70,7 @@ def markdown(result: dict, targets: tuple[str, ...]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("model", type=Path, help="folder with model.pt and split.json (e.g. models/sen_mp)")
+    ap.add_argument("model", type=Path, help="folder with model.pt and split.json (e.g. sen/models/sen_mp)")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()

@@ -22,6 +22,7 @@ import argparse
 import json
 import platform
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +30,11 @@ import torch
 from pymatgen.core import Element
 from scipy.stats import spearmanr
 
-from sen.data import load_dataset
+from sen.checkpoint import MODELS_DIR, load_model, save_ensemble
 from sen.model import TARGET_UNITS, Ensemble
-from sen.train import TrainConfig, load_model, predict_outputs, regression_metrics, save_ensemble
+from sen.training.config import TrainConfig
+from sen.training.data import load_dataset
+from sen.training.metrics import predict_outputs, regression_metrics
 
 SPREAD_QUANTILE = 0.9  # the app flags crystals whose ensemble spread is above this quantile of the test split's
 
@@ -42,6 +45,8 @@ def main() -> None:
     ap.add_argument("runs", type=Path, nargs="+", help="training output folders (each with best.pt and split.json)")
     ap.add_argument("--config", type=Path, required=True)
     ap.add_argument("--reproduce", help="the training command(s) to record, if more than `sen train --config C`")
+    ap.add_argument("--models-dir", type=Path, default=MODELS_DIR,
+                    help=f"where the model folder is written (default: the package's {MODELS_DIR})")  # fmt: skip
     ap.add_argument("--hardware", help="where the networks were trained, if not (only) on this machine's CPU")
     ap.add_argument("--target-runs", action="append", default=[], metavar="TARGET=RUN,RUN",
                     help="an ensemble's networks for one target (default: all the runs); repeat per target")  # fmt: skip
@@ -67,7 +72,7 @@ def main() -> None:
     summaries = [json.loads(p.read_text()) if (p := run / "summary.json").is_file() else {} for run in args.runs]
     refit = [m.extra.get("trained_on") == "train+val" for m in members]  # these networks have seen validation
 
-    out = Path("models") / args.name
+    out = args.models_dir / args.name
     out.mkdir(parents=True, exist_ok=True)
     if len(members) == 1:
         shutil.copy(args.runs[0] / "best.pt", out / "model.pt")
@@ -81,7 +86,7 @@ def main() -> None:
     model = load_model(out / "model.pt")
 
     packed, _ = load_dataset(
-        cfg.data, cfg.targets, graph_config=cfg.graph_config, cache_dir=cfg.cache_dir, progress=False
+        cfg.data, cfg.targets, graph_config=cfg.graph, cache_dir=cfg.cache_dir, progress=False
     )
     index_of = {cid: i for i, cid in enumerate(packed.ids)}
     idx = {
@@ -150,9 +155,9 @@ def main() -> None:
         "train_time_s": sum(m["train_time_s"] or 0.0 for m in member_cards),
         "hardware": args.hardware
         or f"{platform.machine()} CPU, {cfg.threads or torch.get_num_threads()} thread(s) per run, torch {torch.__version__}",
-        "config": json.loads(json.dumps({k: v for k, v in vars(cfg).items() if k != "extra"}, default=list)),
+        "config": json.loads(json.dumps({k: v for k, v in asdict(cfg).items() if k != "extra"}, default=list)),
         "reproduce": args.reproduce or f"sen train --config {args.config}",
-        "model_card": f"models/{args.name}/README.md",
+        "model_card": f"sen/models/{args.name}/README.md",
         "finished": all("test" in s for s in summaries),
     }
     if len(members) == 1:

@@ -10,10 +10,11 @@ import argparse
 import csv
 import io
 import json
+import os
 import sys
 import warnings
 
-from sen.errors import StructureError
+from sen.errors import StructureError, first_line
 
 PREDICT_COLUMNS = (
     "file",
@@ -28,14 +29,16 @@ PREDICT_COLUMNS = (
 )  # the *_std columns: spread over an ensemble's networks (empty for a single network)
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(train_options: bool = True) -> argparse.ArgumentParser:
+    """The argument parser; ``train_options=False`` leaves out ``sen train``'s generated options, so that
+    the other commands never import the training package."""
     p = argparse.ArgumentParser(prog="sen", description="SEN crystal property prediction and symmetry analysis.")
     sub = p.add_subparsers(dest="command", required=True)
 
     pr = sub.add_parser("predict", help="predict band gap (eV) and formation energy (eV/atom) for structure files")
     pr.add_argument("files", nargs="+", help="CIF, POSCAR/CONTCAR, extended XYZ or pymatgen JSON files")
     pr.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    pr.add_argument("--model", default=None, help="model name under models/ or path to model.pt (default: sen_mp)")
+    pr.add_argument("--model", default=None, help="a shipped model's name or the path of a model.pt (default: sen_mp)")
     pr.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
 
     sy = sub.add_parser("symmetry", help="print what spglib sees: space group, point group, Wyckoff orbits")
@@ -46,36 +49,13 @@ def _parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="train SEN (or the CGCNN baseline) on a dataset")
     tr.add_argument("--config", help="TOML file with training settings (see configs/)")
-    tr.add_argument("--data", help="dataset: folder of .jsonl(.gz), Matbench .json(.gz), CGCNN folder, or CSV")
-    tr.add_argument("--data-format", choices=("jsonl", "matbench", "cgcnn", "csv"))
-    tr.add_argument("--targets", help="comma-separated target columns (default formation_energy_per_atom,band_gap)")
-    tr.add_argument("--arch", choices=("sen", "cgcnn"))
-    tr.add_argument("--out", help="output folder for checkpoints, logs and the split")
-    tr.add_argument("--width", type=int)
-    tr.add_argument("--epochs", type=int)
-    tr.add_argument("--batch-size", type=int)
-    tr.add_argument("--lr", type=float)
-    tr.add_argument("--weight-decay", type=float, help="AdamW weight decay")
-    tr.add_argument("--dropout", type=float, help="dropout rate while training (0 = off)")
-    tr.add_argument("--init-from", help="start from trained weights (model.pt, its folder or a name under models/)")
-    tr.add_argument("--seed", type=int, help="weights and data order (and the split, unless --split-seed)")
-    tr.add_argument("--split-seed", type=int, help="seed of the train/val/test split (default: --seed)")
-    tr.add_argument("--device", help="auto, cpu or cuda")
-    tr.add_argument("--time-limit-min", type=float, help="stop after this many minutes of training")
-    tr.add_argument("--threads", type=int, help="torch CPU threads")
-    tr.add_argument("--workers", type=int, help="featurisation processes")
-    tr.add_argument("--limit", type=int, help="use only the first N records")
-    tr.add_argument("--patience", type=int, help="early stopping: epochs without validation improvement")
-    tr.add_argument(
-        "--train-on-val",
-        action="store_true",
-        help="final refit: train on train + validation crystals (no early stopping; test stays held out)",
-    )
+    if train_options:
+        _add_train_overrides(tr)
     tr.add_argument("--no-progress", action="store_true", help="no progress bars")
     tr.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
 
     ev = sub.add_parser("evaluate", help="MAE, RMSE, R² and a parity plot for a model on a dataset")
-    ev.add_argument("--model", required=True, help="model.pt, a folder with one, or a name under models/")
+    ev.add_argument("--model", required=True, help="model.pt, a folder with one, or a shipped model's name")
     ev.add_argument("--data", required=True, help="dataset (same formats as train)")
     ev.add_argument("--data-format", choices=("jsonl", "matbench", "cgcnn", "csv"))
     ev.add_argument("--targets", help="comma-separated target columns (default: the model's targets)")
@@ -88,16 +68,30 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``sen`` command."""
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = _parser(train_options="train" in argv[:1]).parse_args(argv)
     warnings.filterwarnings("ignore")
+    _set_threads()
     try:
         return {"predict": _predict, "symmetry": _symmetry, "train": _train, "evaluate": _evaluate}[args.command](args)
-    except (StructureError, FileNotFoundError, ValueError) as exc:
+    except (StructureError, FileNotFoundError, ValueError) as exc:  # CheckpointError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except (OSError, MemoryError) as exc:
+        print(f"error: {type(exc).__name__}: {first_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def _set_threads() -> None:
+    """torch's CPU threads: ``SEN_THREADS``, else one (a network this small gains nothing from more
+    threads per crystal, and they fight the other processes of a machine for its cores)."""
+    import torch
+
+    threads = os.environ.get("SEN_THREADS", "1")
+    torch.set_num_threads(max(1, int(threads)) if threads.isdigit() else 1)
 
 
 def _predict(args) -> int:
@@ -107,7 +101,7 @@ def _predict(args) -> int:
     predictor = Predictor.load(args.model or "sen_mp", device=args.device)
     rows, failed = [], 0
     for f in args.files:
-        row = dict.fromkeys(PREDICT_COLUMNS, "")
+        row = dict.fromkeys(PREDICT_COLUMNS)  # None: no value (null in JSON, empty in a table or CSV)
         row["file"] = f
         try:
             s = read_structure(f)
@@ -135,6 +129,7 @@ def format_rows(rows: list[dict], fmt: str) -> str:
     """Render prediction rows as an aligned table, CSV or JSON."""
     if fmt == "json":
         return json.dumps(rows, indent=1) + "\n"
+    rows = [{k: "" if v is None else v for k, v in r.items()} for r in rows]
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=PREDICT_COLUMNS, lineterminator="\n")
@@ -192,28 +187,29 @@ def symmetry_to_dict(report, formula: str) -> dict:
     }
 
 
-#: Settings of ``sen train`` that a command-line option overrides (when given).
-TRAIN_OVERRIDES = (
-    "data", "data_format", "targets", "arch", "out", "width", "epochs", "batch_size", "lr", "weight_decay",
-    "dropout", "init_from", "seed", "split_seed", "device", "time_limit_min", "threads", "workers", "limit", "patience",
-)  # fmt: skip
+def _add_train_overrides(parser: argparse.ArgumentParser) -> None:
+    """One option per setting of :class:`~sen.training.config.TrainConfig` (and its network and featuriser
+    parts), generated from the dataclasses: ``--batch-size`` sets ``batch_size``."""
+    from sen.training.config import override_options
+
+    for name, _, kwargs in override_options():
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, **kwargs)
 
 
 def _train(args) -> int:
-    from sen.train import TrainConfig, train
+    from sen.training.config import TrainConfig, override_options
+    from sen.training.loop import train
 
-    overrides = {k: getattr(args, k) for k in TRAIN_OVERRIDES if getattr(args, k) is not None}
+    overrides = {name: getattr(args, name) for name, _, _ in override_options() if getattr(args, name) is not None}
     if args.no_progress:
         overrides["progress"] = False
-    if args.train_on_val:
-        overrides["train_on_val"] = True
     cfg = TrainConfig.from_file(args.config, **overrides) if args.config else TrainConfig.from_dict(overrides)
     train(cfg, resume=args.resume)
     return 0
 
 
 def _evaluate(args) -> int:
-    from sen.evaluate import evaluate
+    from sen.training.evaluate import evaluate
 
     targets = tuple(args.targets.split(",")) if args.targets else None
     result = evaluate(args.model, args.data, targets=targets, fmt=args.data_format, split=args.split,

@@ -24,21 +24,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sen.graph import ELEMENT_DESCRIPTORS, MAX_Z, GraphBatch, element_descriptor_table
+from sen.graph import ELEMENT_DESCRIPTORS, MAX_Z, GraphBatch, GraphConfig, element_descriptor_table
 from sen.symmetry import CRYSTAL_SYSTEMS, POINT_GROUPS
 
 TARGETS = ("formation_energy_per_atom", "band_gap")
-TARGET_UNITS = {"formation_energy_per_atom": "eV/atom", "band_gap": "eV"}
+TARGET_UNITS = {"formation_energy_per_atom": "eV/atom", "band_gap": "eV"}  # the one table of units
+TARGET_TITLES = {"formation_energy_per_atom": "Formation energy", "band_gap": "Band gap"}
+
+
+def is_gap_target(name: str) -> bool:
+    """Targets whose name mentions a gap (``band_gap``, ``optical_gap``) get the metal / non-metal gate."""
+    return "gap" in name
 
 
 @dataclass
 class SENConfig:
-    """Hyper-parameters of the network (stored with every checkpoint)."""
+    """Hyper-parameters of the network (stored with every checkpoint). The featuriser's settings,
+    the distance cutoff among them, are not here: the network reads them from its
+    :class:`~sen.graph.GraphConfig`."""
 
     width: int = 96
     n_conv: int = 3
     n_rbf: int = 40
-    cutoff: float = 8.0  # Å, must match the featuriser's cutoff
     n_capsules: int = 8
     capsule_dim: int = 16
     capsule_width: int = 64
@@ -257,9 +264,11 @@ class OutputCapsules(nn.Module):
 class TargetHeads(nn.Module):
     """Per-target MLP heads returning physical units.
 
-    ``formation_energy_per_atom`` is de-standardised; ``band_gap`` has a metal /
-    non-metal gate: the network predicts P(gap > 0) and a positive gap amplitude; the
-    reported gap is the amplitude when P(gap > 0) >= 0.5 and exactly 0 otherwise.
+    Most targets (``formation_energy_per_atom``) are de-standardised; every gap target
+    (:func:`is_gap_target`: ``band_gap``, ``optical_gap``, ...) has a metal / non-metal gate: the
+    network predicts P(gap > 0) (``<t>_logit``) and a positive amplitude (``<t>_amplitude``); the
+    reported gap is the amplitude when P(gap > 0) >= 0.5 and exactly 0 otherwise. For ``band_gap``
+    the probability of no gap is also given as ``metal_probability``.
     """
 
     def __init__(
@@ -274,7 +283,7 @@ class TargetHeads(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.heads = nn.ModuleDict(
             {
-                t: nn.Sequential(nn.Linear(in_dim, in_dim), nn.SiLU(), nn.Linear(in_dim, 2 if t == "band_gap" else 1))
+                t: nn.Sequential(nn.Linear(in_dim, in_dim), nn.SiLU(), nn.Linear(in_dim, 2 if is_gap_target(t) else 1))
                 for t in targets
             }
         )
@@ -286,13 +295,14 @@ class TargetHeads(nn.Module):
         out: dict[str, torch.Tensor] = {}
         for j, t in enumerate(self.targets):
             raw = self.heads[t](self.drop(features[:, j]))
-            if t == "band_gap":
+            if is_gap_target(t):
                 logit, amp = raw[:, 0], raw[:, 1]
                 amplitude = F.softplus(amp + 1.0) * self.target_std[j]  # eV, > 0
-                out["band_gap_logit"] = logit
-                out["band_gap_amplitude"] = amplitude
-                out["metal_probability"] = torch.sigmoid(-logit)
-                out["band_gap"] = torch.where(logit >= 0, amplitude, torch.zeros_like(amplitude))
+                out[f"{t}_logit"] = logit
+                out[f"{t}_amplitude"] = amplitude
+                if t == "band_gap":
+                    out["metal_probability"] = torch.sigmoid(-logit)
+                out[t] = torch.where(logit >= 0, amplitude, torch.zeros_like(amplitude))
             else:
                 out[t] = raw[:, 0] * self.target_std[j] + self.target_mean[j]
         return out
@@ -304,12 +314,13 @@ class TargetHeads(nn.Module):
 class SEN(nn.Module):
     """The symmetry-enhanced equivariance network."""
 
-    def __init__(self, config: SENConfig | None = None):
+    def __init__(self, config: SENConfig | None = None, graph_config: GraphConfig | None = None):
         super().__init__()
         self.config = config = config or SENConfig()
+        self.graph_config = graph_config or GraphConfig()  # the featuriser this network reads (its cutoff)
         w = config.width
         self.atoms = AtomEmbedding(w)
-        self.distances = DistanceExpansion(config.n_rbf, config.cutoff)
+        self.distances = DistanceExpansion(config.n_rbf, self.graph_config.cutoff)
         self.edge_embed = nn.Linear(config.n_rbf, w)
         self.convs = nn.ModuleList([EdgeGatedConv(w, config.dropout) for _ in range(config.n_conv)])
         self.symmetry = SymmetryPerception(w)
@@ -384,8 +395,11 @@ class Ensemble(nn.Module):
         targets = {tuple(m.config.targets) for m in members}
         if len(targets) != 1:
             raise ValueError(f"ensemble members predict different targets: {sorted(targets)}")
+        if any(m.graph_config != members[0].graph_config for m in members):
+            raise ValueError("ensemble members read graphs made with different featuriser settings")
         self.members = nn.ModuleList(members)
         self.config = members[0].config
+        self.graph_config = members[0].graph_config
         self.target_members = {t: list(range(len(members))) for t in self.config.targets}
         for t, chosen in (target_members or {}).items():
             if t not in self.target_members:

@@ -14,15 +14,13 @@ import numpy as np
 import torch
 from pymatgen.core import Structure
 
+from sen.checkpoint import DEFAULT_MODEL, load_model, pick_device, resolve_model_path
+from sen.checkpoint import MODELS_DIR as MODELS_DIR  # re-exported: where shipped models live (SEN_MODELS_DIR)
 from sen.errors import StructureError
 from sen.graph import GraphConfig, build_graph, collate
 from sen.io import DEFAULT_MAX_ATOMS, validate_structure
 from sen.model import SEN, Ensemble, SENConfig
 from sen.symmetry import SymmetryReport, analyze_symmetry
-from sen.train import MODELS_DIR as MODELS_DIR  # re-exported: where shipped models live (SEN_MODELS_DIR)
-from sen.train import load_model, pick_device, resolve_model_path
-
-DEFAULT_MODEL = "sen_mp"
 
 
 class Predictor:
@@ -39,7 +37,7 @@ class Predictor:
     ):
         self.device = pick_device("auto") if device is None else torch.device(device)
         self.model = model.to(self.device).eval()
-        self.graph_config = graph_config or getattr(model, "graph_config", None) or GraphConfig()
+        self.graph_config = graph_config or model.graph_config
         self.card = card or {}
         self.name = name
         self.path = path  # the model.pt this predictor was loaded from, if any
@@ -61,10 +59,11 @@ class Predictor:
 
     @classmethod
     def load(cls, name_or_path: str | Path = DEFAULT_MODEL, device: str | None = None) -> Predictor:
-        """Load shipped weights (a name under ``models/``) or a ``model.pt`` / folder path.
+        """Load shipped weights (a name under ``sen/models/``) or a ``model.pt`` / folder path.
 
         Raises:
             FileNotFoundError: no weights there (the message says how to get them).
+            sen.checkpoint.CheckpointError: the file is damaged, of another version or not SEN weights.
         """
         path = resolve_model_path(name_or_path)
         dev = pick_device(device or "auto")

@@ -10,11 +10,13 @@ import torch
 from _builders import crystals, write_dataset
 from pymatgen.core import Lattice, Structure
 
-from sen.baseline import CGCNN
+from sen.checkpoint import load_model
 from sen.graph import GraphConfig, build_graph, collate
 from sen.model import SENConfig
 from sen.predict import Predictor
-from sen.train import TrainConfig, load_model, train
+from sen.training.baseline import CGCNN
+from sen.training.config import TrainConfig
+from sen.training.loop import train
 
 FE, GAP = "formation_energy_per_atom", "band_gap"
 
@@ -78,10 +80,10 @@ def test_invariant_to_atom_order_supercell_and_batch(model):
 
 def test_trains_with_arch_cgcnn(tmp_path):
     data, _ = write_dataset(tmp_path / "crystals.jsonl.gz", 40)
-    cfg = TrainConfig(
+    cfg = TrainConfig.from_dict(dict(
         data=str(data), out=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"), arch="cgcnn", width=16,
         epochs=2, batch_size=8, device="cpu", threads=1, progress=False,
-    )  # fmt: skip
+    ))  # fmt: skip
     summary = train(cfg)
     best = load_model(tmp_path / "run" / "best.pt")
     assert isinstance(best, CGCNN) and best.config.width == 16

@@ -14,9 +14,9 @@ import pytest
 import torch
 from pymatgen.io.cif import CifWriter
 
+from sen.checkpoint import save_model
 from sen.cli import PREDICT_COLUMNS, main
 from sen.model import SEN
-from sen.train import save_model
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,7 +85,7 @@ def test_predict_json(capsys, files):
     assert code == 0
     (row,) = json.loads(out)
     assert set(row) == set(PREDICT_COLUMNS)
-    assert row["formula"] == "NaCl" and row["space_group"] == "Fm-3m (225)" and row["error"] == ""
+    assert row["formula"] == "NaCl" and row["space_group"] == "Fm-3m (225)" and row["error"] is None
     assert row["band_gap_eV"] >= 0 and 0 <= row["metal_probability"] <= 1
 
 

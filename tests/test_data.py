@@ -1,4 +1,4 @@
-"""sen.data: the four dataset formats, bad records counted by reason, the on-disk cache, the split."""
+"""sen.training.data: the four dataset formats, bad records counted by reason, the on-disk cache, the split."""
 
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ from _builders import (
 )
 from pymatgen.core import Lattice, Structure
 
-import sen.data
-from sen.data import DatasetError, detect_dataset_format, iter_raw_records, load_dataset, split_ids
+import sen.training.data
 from sen.graph import GraphConfig
+from sen.training.data import DatasetError, detect_dataset_format, iter_raw_records, load_dataset, split_ids
 
 FE, GAP = "formation_energy_per_atom", "band_gap"
 DISORDER = "partial occupancies / disorder"
@@ -241,7 +241,7 @@ def test_second_load_comes_from_the_cache(tmp_path, monkeypatch):
     def featuriser_called(job):
         raise AssertionError("featurised again although the cache was valid")
 
-    monkeypatch.setattr(sen.data, "_featurise_one", featuriser_called)
+    monkeypatch.setattr(sen.training.data, "_featurise_one", featuriser_called)
     second, report2 = load_dataset(path, (FE, GAP), cache_dir=cache, progress=False)
     assert report2.to_dict() == report1.to_dict() == {"total": 9, "kept": 8, "skipped": {DISORDER: 1}}
     assert second.target_names == first.target_names
@@ -260,13 +260,13 @@ def test_second_load_comes_from_the_cache(tmp_path, monkeypatch):
 
     # other featuriser settings, other targets or a changed file mean a fresh featurisation
     calls = []
-    real = sen.data._featurise_one
+    real = sen.training.data._featurise_one
 
     def counting(job):
         calls.append(job[0].id)
         return real(job)
 
-    monkeypatch.setattr(sen.data, "_featurise_one", counting)
+    monkeypatch.setattr(sen.training.data, "_featurise_one", counting)
     load_dataset(path, (FE, GAP), graph_config=GraphConfig(cutoff=6.0), cache_dir=cache, progress=False)
     assert len(calls) == 9
     load_dataset(path, (FE,), cache_dir=cache, progress=False)

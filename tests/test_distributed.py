@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from _builders import crystals, write_dataset
 
-from sen.data import split_ids
+from sen.checkpoint import load_model
 from sen.predict import Predictor
-from sen.train import load_model
+from sen.training.data import split_ids
 
 
 def test_torchrun_two_processes_on_cpu(tmp_path):

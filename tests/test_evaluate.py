@@ -1,4 +1,4 @@
-"""sen evaluate / sen.evaluate and sen.train.regression_metrics: the numbers are right, the plots are written."""
+"""sen evaluate / sen.training.evaluate and sen.training.metrics.regression_metrics: the numbers are right, the plots are written."""
 
 from __future__ import annotations
 
@@ -11,11 +11,14 @@ import pytest
 import torch
 from _builders import crystals, jsonl_rows, write_dataset, write_jsonl
 
+from sen.checkpoint import save_model
 from sen.cli import main
-from sen.evaluate import evaluate
 from sen.model import SEN, SENConfig
 from sen.predict import Predictor
-from sen.train import TrainConfig, regression_metrics, save_model, train
+from sen.training.config import TrainConfig
+from sen.training.evaluate import evaluate
+from sen.training.loop import train
+from sen.training.metrics import regression_metrics
 
 FE, GAP = "formation_energy_per_atom", "band_gap"
 LINE = re.compile(r"^(\w+): MAE (\S+)  RMSE (\S+)  R² (\S+)  \(n = (\d+)\)$")
@@ -89,10 +92,10 @@ def test_evaluate_on_the_test_split_reproduces_the_training_summary(tmp_path):
     data, _ = write_dataset(tmp_path / "crystals.jsonl.gz", 40)
     bad = {"material_id": "bad", FE: -8.0, GAP: 1.0, "cif": jsonl_rows(crystals(1))[0]["cif"]}
     write_jsonl(data, jsonl_rows(crystals(40)) + [bad])
-    cfg = TrainConfig(
+    cfg = TrainConfig.from_dict(dict(
         data=str(data), out=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"), width=16, n_capsules=4,
         capsule_dim=8, epochs=2, batch_size=8, seed=1, device="cpu", threads=1, progress=False,
-    )  # fmt: skip
+    ))  # fmt: skip
     summary = train(cfg)
     result = evaluate(
         tmp_path / "run" / "best.pt",

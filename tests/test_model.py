@@ -8,6 +8,7 @@ import torch
 from pymatgen.core import Structure
 from pymatgen.core.operations import SymmOp
 
+from sen.checkpoint import pick_device
 from sen.graph import CrystalGraph, build_graph, collate
 from sen.model import SEN, Ensemble, SENConfig, count_parameters
 from sen.predict import Predictor
@@ -16,7 +17,6 @@ from sen.symmetry import (
     conventional_standard_structure,
     primitive_standard_structure,
 )
-from sen.train import pick_device
 
 TOLERANCE = 1e-4
 OUTPUTS = ("formation_energy_per_atom", "band_gap_amplitude", "band_gap_logit", "metal_probability")

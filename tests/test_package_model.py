@@ -12,10 +12,13 @@ import pytest
 import torch
 from _builders import write_dataset
 
-from sen.data import load_dataset
+from sen.checkpoint import load_model
 from sen.model import Ensemble
 from sen.predict import Predictor
-from sen.train import TrainConfig, load_model, predict_packed, train
+from sen.training.config import TrainConfig
+from sen.training.data import load_dataset
+from sen.training.loop import train
+from sen.training.metrics import predict_packed
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "package_model.py"
 FE, GAP = "formation_energy_per_atom", "band_gap"
@@ -39,7 +42,7 @@ def runs(tmp_path_factory) -> Path:
 
 
 def package(root: Path, name: str, *runs: str, options: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    args = [sys.executable, str(SCRIPT), name, *(f"runs/{r}" for r in runs), "--config", "tiny.toml", *options]
+    args = [sys.executable, str(SCRIPT), name, *(f"runs/{r}" for r in runs), "--config", "tiny.toml", "--models-dir", "models", *options]
     return subprocess.run(args, cwd=root, capture_output=True, text=True, timeout=300)
 
 
@@ -70,7 +73,7 @@ def test_an_ensemble_of_runs_is_packaged_and_measured(runs):
     summary_a = json.loads((runs / "runs" / "a" / "summary.json").read_text())
     assert card["members"][0]["test_mae"][FE] == pytest.approx(summary_a["test"][FE]["mae"], rel=1e-5)
     cfg = TrainConfig.from_file(runs / "tiny.toml")
-    packed, _ = load_dataset(cfg.data, cfg.targets, graph_config=cfg.graph_config, cache_dir=cfg.cache_dir)
+    packed, _ = load_dataset(cfg.data, cfg.targets, graph_config=cfg.graph, cache_dir=cfg.cache_dir)
     test = np.array([list(packed.ids).index(c) for c in json.loads((folder / "split.json").read_text())["test"]])
     pred = predict_packed(model, packed, test, "cpu")
     for j, target in enumerate((FE, GAP)):

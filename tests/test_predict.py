@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from sen.checkpoint import load_model, save_ensemble, save_model
 from sen.errors import StructureError
 from sen.graph import GraphConfig
 from sen.model import SEN, Ensemble
 from sen.predict import Predictor, mutual_information
-from sen.train import load_model, save_ensemble, save_model
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def predictor(small_config) -> Predictor:
 
 @pytest.fixture()
 def saved_model(tmp_path, small_config):
-    """A tiny SEN saved with sen.train.save_model, plus a model card, in tmp_path/tiny/."""
+    """A tiny SEN saved with sen.checkpoint.save_model, plus a model card, in tmp_path/tiny/."""
     folder = tmp_path / "tiny"
     folder.mkdir()
     torch.manual_seed(4)
@@ -108,7 +108,7 @@ def test_load_saved_model_round_trips_predictions(saved_model, crystals, small_c
         loaded = Predictor.load(where, device="cpu")
         assert loaded.name == "tiny" and loaded.path == folder / "model.pt"
         assert loaded.card["targets"]["band_gap"]["test_mae"] == 0.5
-        assert loaded.graph_config == GraphConfig(cutoff=small_config.cutoff)
+        assert loaded.graph_config == GraphConfig()
         assert not loaded.model.training
         for got, want in zip(loaded.predict(structures), expected, strict=True):
             assert got["formation_energy_per_atom"] == pytest.approx(want["formation_energy_per_atom"], abs=1e-6)
@@ -116,10 +116,10 @@ def test_load_saved_model_round_trips_predictions(saved_model, crystals, small_c
 
 
 def test_load_by_name_from_models_dir(saved_model, monkeypatch):
-    import sen.train
+    import sen.checkpoint
 
     folder, _ = saved_model
-    monkeypatch.setattr(sen.train, "MODELS_DIR", folder.parent)
+    monkeypatch.setattr(sen.checkpoint, "MODELS_DIR", folder.parent)
     assert Predictor.load("tiny", device="cpu").path == folder / "model.pt"
 
 
@@ -156,7 +156,7 @@ def test_saved_ensemble_loads_safely_and_reports_its_spread(tmp_path, small_conf
     structures = [crystals["NaCl"], crystals["TiO2"]]
     results = loaded.predict(structures)
     singles = [
-        Predictor(net, GraphConfig(cutoff=small_config.cutoff), device="cpu").predict(structures) for net in nets
+        Predictor(net, GraphConfig(), device="cpu").predict(structures) for net in nets
     ]
     for i, r in enumerate(results):
         fe = np.array([s[i]["formation_energy_per_atom"] for s in singles])
@@ -181,8 +181,8 @@ def test_saved_ensemble_loads_safely_and_reports_its_spread(tmp_path, small_conf
 def test_ensemble_of_networks_with_other_featurisers_is_refused(small_config):
     a, b = SEN(small_config), SEN(small_config)
     a.graph_config, b.graph_config = (
-        GraphConfig(cutoff=small_config.cutoff),
-        GraphConfig(cutoff=small_config.cutoff, max_neighbors=8),
+        GraphConfig(),
+        GraphConfig(max_neighbors=8),
     )
     with pytest.raises(ValueError, match="different featuriser settings"):
         save_ensemble(Path("unused.pt"), [a, b])

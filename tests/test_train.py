@@ -1,4 +1,4 @@
-"""sen.train: a short run that learns, its files, early stopping, resume after an interruption, the CLI."""
+"""sen.training.loop (Trainer): a short run that learns, its files, early stopping, resume after an interruption, the CLI."""
 
 from __future__ import annotations
 
@@ -13,11 +13,14 @@ import pytest
 import torch
 from _builders import write_dataset
 
-import sen.train
+import sen.training.loop
+from sen.checkpoint import _plain, load_model, save_ensemble
 from sen.cli import main
-from sen.data import PackedGraphs, load_dataset, split_ids
 from sen.model import SEN
-from sen.train import TrainConfig, load_model, predict_packed, regression_metrics, save_ensemble, train
+from sen.training.config import TrainConfig
+from sen.training.data import PackedGraphs, load_dataset, split_ids
+from sen.training.loop import train
+from sen.training.metrics import predict_packed, regression_metrics
 
 FE, GAP = "formation_energy_per_atom", "band_gap"
 
@@ -33,7 +36,7 @@ def dataset(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("train_data")
     path, _ = write_dataset(root / "crystals.jsonl.gz", 40)
     cache = root / "cache"
-    load_dataset(path, (FE, GAP), graph_config=TrainConfig().graph_config, cache_dir=cache, progress=False)
+    load_dataset(path, (FE, GAP), graph_config=TrainConfig().graph, cache_dir=cache, progress=False)
     return path, cache
 
 
@@ -45,7 +48,7 @@ def tiny_config(dataset, out: Path, **overrides) -> TrainConfig:
         batch_size=8, lr=3e-3, patience=100, seed=0, device="cpu", threads=1, progress=False,
     )  # fmt: skip
     values.update(overrides)
-    return TrainConfig(**values)
+    return TrainConfig.from_dict(values)
 
 
 def read_log(out: Path) -> list[dict]:
@@ -85,7 +88,7 @@ def test_short_run_learns_and_writes_its_files(dataset, tmp_path):
         "best.pt", "data_report.json", "last.pt", "log.csv", "split.json", "summary.json",
     ]  # fmt: skip
     last = torch.load(out / "last.pt", weights_only=True)
-    assert last["state"]["epoch"] == 8 and last["train_config"]["width"] == 16
+    assert last["state"]["epoch"] == 8 and last["train_config"]["network"]["width"] == 16
     scores = [float(r["val_score"]) for r in log]
     assert summary["best_epoch"] == 1 + int(np.argmin(scores))
     best = load_model(out / "best.pt")
@@ -139,8 +142,8 @@ def test_loss_weights_scale_each_target_in_loss_and_validation_score(dataset, tm
     }
     fe_std = cfg.target_stats[FE][1]
     fe_part = (0.2 + 0.3) / 2 / fe_std
-    plain = float(sen.train.loss_fn(out, y, cfg))
-    weighted = float(sen.train.loss_fn(out, y, cfg, {FE: 3.0, GAP: 1.0}))
+    plain = float(sen.training.loop.loss_fn(out, y, cfg))
+    weighted = float(sen.training.loop.loss_fn(out, y, cfg, {FE: 3.0, GAP: 1.0}))
     assert weighted == pytest.approx(plain + 2 * fe_part, rel=1e-6)
 
     # the validation score (what picks best.pt) is the weighted mean of the standardised MAEs
@@ -167,12 +170,12 @@ def test_loss_is_fe_l1_plus_gate_bce_plus_gap_l1_over_non_metals_only():
     y = torch.tensor([[-1.0, 0.0], [-2.0, 1.5], [0.0, 3.0]])  # a metal and two non-metals
     bce = torch.nn.functional.binary_cross_entropy_with_logits(logit, torch.tensor([0.0, 1.0, 1.0]))
     want = (0.2 + 0.3 + 0.1) / 3 / fe_std + float(bce) + (0.5 + 1.0) / 2 / gap_std  # the metal's amplitude is free
-    assert float(sen.train.loss_fn(out, y, cfg)) == pytest.approx(want, rel=1e-6)
+    assert float(sen.training.loop.loss_fn(out, y, cfg)) == pytest.approx(want, rel=1e-6)
 
     metals = y.clone()
     metals[:, 1] = 0.0  # no non-metal in the batch: no amplitude term at all (and no division by zero)
     bce0 = torch.nn.functional.binary_cross_entropy_with_logits(logit, torch.zeros(3))
-    assert float(sen.train.loss_fn(out, metals, cfg)) == pytest.approx(0.6 / 3 / fe_std + float(bce0), rel=1e-6)
+    assert float(sen.training.loop.loss_fn(out, metals, cfg)) == pytest.approx(0.6 / 3 / fe_std + float(bce0), rel=1e-6)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -189,7 +192,7 @@ def test_resume_after_an_interruption_gives_the_same_run(dataset, tmp_path, monk
     n_train = len(json.loads((straight / "split.json").read_text())["train"])
     steps_per_epoch = math.ceil(n_train / 8)
     calls = []
-    real_loss = sen.train.loss_fn
+    real_loss = sen.training.loop.loss_fn
 
     def interrupt_in_epoch_3(*args):
         calls.append(1)
@@ -197,7 +200,7 @@ def test_resume_after_an_interruption_gives_the_same_run(dataset, tmp_path, monk
             raise Interrupted
         return real_loss(*args)
 
-    monkeypatch.setattr(sen.train, "loss_fn", interrupt_in_epoch_3)
+    monkeypatch.setattr(sen.training.loop, "loss_fn", interrupt_in_epoch_3)
     with pytest.raises(Interrupted):
         train(tiny_config(dataset, resumed, epochs=epochs))
     monkeypatch.undo()
@@ -239,7 +242,7 @@ def _crystals_trained_on(monkeypatch) -> set[int]:
     """Record which crystals (indices into the packed dataset) training steps use; predictions are not counted."""
     seen: set[int] = set()
     predicting = []
-    graph, predict = PackedGraphs.graph, sen.train.predict_packed
+    graph, predict = PackedGraphs.graph, sen.training.loop.predict_packed
 
     def spy_graph(self, i):
         if not predicting:
@@ -254,7 +257,7 @@ def _crystals_trained_on(monkeypatch) -> set[int]:
             predicting.pop()
 
     monkeypatch.setattr(PackedGraphs, "graph", spy_graph)
-    monkeypatch.setattr(sen.train, "predict_packed", spy_predict)
+    monkeypatch.setattr(sen.training.loop, "predict_packed", spy_predict)
     return seen
 
 
@@ -312,12 +315,13 @@ def test_cli_train_applies_command_line_overrides_to_the_toml(dataset, tmp_path,
 
     saved = torch.load(out / "last.pt", weights_only=True)["train_config"]
     expected = asdict(TrainConfig.from_file(config))
-    expected.update(epochs=2, width=16, batch_size=8, lr=0.004, seed=3, device="cpu", targets=[FE], out=str(out))
-    expected.update(dropout=0.2, weight_decay=0.001, split_seed=5)
+    expected.update(epochs=2, batch_size=8, lr=0.004, seed=3, device="cpu", targets=[FE], out=str(out))
+    expected.update(weight_decay=0.001, split_seed=5)
+    expected["network"].update(width=16, dropout=0.2)  # network settings live in their own part
     expected.update(progress=False, train_on_val=True)
     assert expected["loss_weights"] == {FE: 2.0}  # from the TOML file's table
-    assert saved == sen.train._plain(expected)
-    assert saved["n_capsules"] == 4 and saved["capsule_dim"] == 8  # from the TOML file
+    assert saved == _plain(expected)
+    assert saved["network"]["n_capsules"] == 4 and saved["network"]["capsule_dim"] == 8  # from the TOML file
 
     model = load_model(out / "best.pt")
     assert model.config.width == 16 and model.config.targets == (FE,) and model.config.dropout == 0.2

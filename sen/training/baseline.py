@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sen.graph import GraphBatch
+from sen.graph import GraphBatch, GraphConfig
 from sen.model import AtomEmbedding, DistanceExpansion, SENConfig, TargetHeads, scatter_mean, scatter_sum
 
 
@@ -36,7 +36,7 @@ class CGCNNConv(nn.Module):
 
 @dataclass
 class CGCNNConfig(SENConfig):
-    """CGCNN uses SEN's config fields it needs (width, n_conv, n_rbf, cutoff, targets, target_stats)."""
+    """CGCNN uses SEN's config fields it needs (width, n_conv, n_rbf, targets, target_stats)."""
 
     width: int = 64
 
@@ -44,12 +44,13 @@ class CGCNNConfig(SENConfig):
 class CGCNN(nn.Module):
     """CGCNN-style crystal graph network with SEN's target heads."""
 
-    def __init__(self, config: SENConfig | None = None):
+    def __init__(self, config: SENConfig | None = None, graph_config: GraphConfig | None = None):
         super().__init__()
         self.config = config = config or CGCNNConfig()
+        self.graph_config = graph_config or GraphConfig()
         w = config.width
         self.atoms = AtomEmbedding(w)
-        self.distances = DistanceExpansion(config.n_rbf, config.cutoff)
+        self.distances = DistanceExpansion(config.n_rbf, self.graph_config.cutoff)
         self.convs = nn.ModuleList([CGCNNConv(w, config.n_rbf) for _ in range(config.n_conv)])
         self.pool_mlp = nn.Sequential(nn.Linear(w, 2 * w), nn.Softplus())
         self.heads = TargetHeads(2 * w, config.targets, config.target_stats, config.dropout)

@@ -32,7 +32,7 @@ from sen.errors import StructureError
 from sen.graph import CrystalGraph, GraphConfig, build_graph
 from sen.io import read_structure
 
-DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "mp_crystals"
+DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "mp_crystals"  # ../shared beside the repo
 #: Formation energies below this (eV/atom) are unphysical outliers in MP-derived data.
 MIN_FORMATION_ENERGY = -5.0
 ID_COLUMNS = ("material_id", "id", "mp_id", "mpid", "name")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sen.data import PackedGraphs, load_dataset, split_ids
 from sen.model import TARGET_UNITS
 from sen.predict import Predictor
-from sen.train import predict_packed, regression_metrics
+from sen.training.data import PackedGraphs, load_dataset, split_ids
+from sen.training.metrics import predict_packed, regression_metrics
 
 
 def evaluate(

@@ -1,0 +1,1 @@
+"""Shipped models: one folder per model, with its weights (model.pt), model card (README.md) and metrics.json."""
