@@ -1,0 +1,217 @@
+"""No failure takes the page down: reading, predicting, symmetry and the standard cell each fail
+alone, with one line in the user's terms on the page and the exception in the server log.
+
+The sen call behind each step is made to raise (monkeypatch), on an upload whose bytes no other
+test uses (the results cache is keyed by the file's SHA-256); two real files fail for real.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from pymatgen.core import Lattice, Structure
+from pymatgen.io.vasp import Poscar
+from pymatgen.symmetry.analyzer import SymmetryUndeterminedError
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import app.results as results  # noqa: E402
+from app.common import literal  # noqa: E402
+from sen.predict import DEFAULT_MODEL, MODELS_DIR, Predictor  # noqa: E402
+
+pytestmark = [
+    pytest.mark.timeout(300),
+    pytest.mark.skipif(not (MODELS_DIR / DEFAULT_MODEL / "model.pt").is_file(), reason="no shipped weights"),
+]
+APP = str(ROOT / "app" / "Home.py")
+EXAMPLE = "SrTiO3 (cubic perovskite)"
+
+
+def unique_rutile() -> bytes:
+    """A rutile POSCAR whose comment line makes its bytes (and so its cache key) new."""
+    s = Structure.from_spacegroup(
+        "P4_2/mnm", Lattice.tetragonal(4.594, 2.959), ["Ti", "O"], [[0, 0, 0], [0.3053, 0.3053, 0]]
+    )
+    return Poscar(s, comment=f"rutile {uuid.uuid4()}").get_str().encode()
+
+
+def run_with_upload(name: str, data: bytes) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.sidebar.file_uploader[0].set_value([(name, data, "application/octet-stream")])
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def footer(at: AppTest) -> str:
+    return next(c.value for c in at.caption if c.value.startswith("Page complete: "))
+
+
+def only_error(at: AppTest) -> str:
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1, errors
+    assert "\n" not in errors[0] and "Traceback" not in errors[0]
+    return errors[0]
+
+
+def logged(caplog, exc_type: type) -> bool:
+    return any(r.exc_info and isinstance(r.exc_info[1], exc_type) for r in caplog.records if r.name == "sen_app")
+
+
+@pytest.fixture(autouse=True)
+def app_log(caplog):
+    caplog.set_level(logging.INFO, logger="sen_app")
+    return caplog
+
+
+def test_memory_error_while_reading_shows_the_example_instead(monkeypatch, caplog):
+    real = results.read_structure
+
+    def read(data, filename=None):
+        if filename == "huge.cif":
+            raise MemoryError("Memory allocation of 11913640704 bytes failed!")
+        return real(data, filename=filename)
+
+    monkeypatch.setattr(results, "read_structure", read)
+    at = run_with_upload("huge.cif", unique_rutile())
+    assert only_error(at) == literal(
+        "huge.cif: reading the file needs more memory than this server has; is the cell unusually large or sparse?"
+    )
+    assert "Showing the example crystal" in texts(at.info)
+    assert footer(at).startswith(f"Page complete: {literal(EXAMPLE)}")
+    assert len(at.get("plotly_chart")) == 5
+    assert logged(caplog, MemoryError)
+
+
+def test_a_271_byte_cif_that_exhausts_memory(caplog):
+    """A real file: a 1000 Å cell with gamma = 120°, whose neighbour search asks for 12 GB. The
+    address space is capped for this test so that the allocation fails at once."""
+    cif = (
+        b"data_x\n_cell_length_a 1000\n_cell_length_b 1000\n_cell_length_c 1000\n_cell_angle_alpha 90\n"
+        b"_cell_angle_beta 90\n_cell_angle_gamma 120\nloop_\n_atom_site_label\n_atom_site_fract_x\n"
+        b"_atom_site_fract_y\n_atom_site_fract_z\nNa 0 0 0\nCl 0.5 0.5 0.5\n"
+    )
+    assert len(cif) < 300
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.sidebar.file_uploader[0].set_value([("huge.cif", cif, "chemical/x-cif")])
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    in_use = int(Path("/proc/self/statm").read_text().split()[0]) * resource.getpagesize()
+    resource.setrlimit(resource.RLIMIT_AS, (in_use + (3 << 30), hard))
+    try:
+        at.run()
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+    assert not at.exception, at.exception
+    assert only_error(at).startswith(literal("huge.cif: reading the file needs more memory than this server has"))
+    assert footer(at).startswith(f"Page complete: {literal(EXAMPLE)}")
+    assert logged(caplog, MemoryError)
+    # the failure is cached: the next rerun does not try the 12 GB allocation again
+    caplog.clear()
+    at.run()
+    assert not at.exception and not logged(caplog, MemoryError)
+    assert only_error(at).startswith("huge.cif: ")
+
+
+def test_failing_prediction_leaves_symmetry_and_3d_view(monkeypatch, caplog):
+    def explain(self, structure, symprec=None):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(Predictor, "explain", explain)
+    at = run_with_upload("rutile.vasp", unique_rutile())
+    assert only_error(at) == literal(
+        "No prediction for rutile.vasp: the prediction failed with an unexpected error (RuntimeError); "
+        "it has been logged on the server"
+    )
+    assert "P4\\_2/mnm" in texts(at.markdown) and "Wyckoff orbits" in texts(at.markdown)
+    assert len(at.get("iframe")) == 1
+    assert "The routing needs a prediction" in texts(at.info)
+    assert footer(at).startswith("Page complete: rutile.vasp")
+    assert [b.proto.label for b in at.get("download_button")] == ["Standardised cell (CIF)"]
+    assert logged(caplog, RuntimeError)
+
+
+def test_failing_symmetry_leaves_prediction_and_3d_view(monkeypatch, caplog):
+    def analyze(*args, **kwargs):
+        raise SymmetryUndeterminedError("spglib returned None")
+
+    monkeypatch.setattr(results, "analyze_symmetry", analyze)
+    at = run_with_upload("rutile.vasp", unique_rutile())
+    assert only_error(at) == literal(
+        "Spglib could not determine the symmetry for the symmetry analysis; try another symmetry tolerance"
+    )
+    assert {"Band gap", "Formation energy"} <= {m.label for m in at.metric}
+    assert len(at.get("iframe")) == 1 and len(at.get("plotly_chart")) == 5
+    at.sidebar.radio(key="colour_mode").set_value("Wyckoff orbit").run()  # the network's orbits colour it
+    assert not at.exception and "Ti 2a" in at.get("iframe")[0].proto.srcdoc
+    assert footer(at).startswith("Page complete: rutile.vasp")
+    assert logged(caplog, SymmetryUndeterminedError)
+
+
+def test_failing_standard_cell_leaves_the_rest_of_the_symmetry(monkeypatch, caplog):
+    def standard(*args, **kwargs):
+        raise SymmetryUndeterminedError("spglib returned None")
+
+    monkeypatch.setattr(results, "spglib_standard_cell", standard)
+    at = run_with_upload("rutile.vasp", unique_rutile())
+    assert only_error(at) == literal(
+        "No conventional standard cell: spglib could not determine the symmetry for the conventional standard "
+        "cell; try another symmetry tolerance"
+    )
+    assert "P4\\_2/mnm" in texts(at.markdown)
+    lattice, orbits = at.table[0].value, at.table[1].value
+    assert list(lattice.columns) == ["parameter", "cell as given"]
+    assert list(orbits["orbit"]) == ["Ti 2a", "O 4f"]
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert "Standardised cell (CIF)" not in labels and len(labels) == 4
+    assert logged(caplog, SymmetryUndeterminedError)
+
+
+def test_a_site_property_that_cannot_be_pickled_does_not_break_the_cache():
+    """A real file: pymatgen JSON decodes {"@module": "sys", "@callable": "stdout"} into sys.stdout."""
+    nacl = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    record = nacl.as_dict()
+    for site in record["sites"]:
+        site["properties"] = {"note": {"@module": "sys", "@callable": "stdout"}, "tag": str(uuid.uuid4())}
+    at = run_with_upload("NaCl.json", json.dumps(record).encode())
+    assert not at.error, [e.value for e in at.error]
+    assert "Fm-3m" in texts(at.markdown)
+    assert footer(at).startswith("Page complete: NaCl.json")
+    assert {"Band gap", "Formation energy"} <= {m.label for m in at.metric}
+
+
+def test_one_failing_file_in_a_batch(monkeypatch, caplog):
+    real = Predictor.explain
+
+    def explain(self, structure, symprec=None):
+        if len(structure) == 6:  # the rutile files
+            raise MemoryError
+        return real(self, structure, symprec)
+
+    monkeypatch.setattr(Predictor, "explain", explain)
+    nacl = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.sidebar.file_uploader[0].set_value(
+        [("rutile.vasp", unique_rutile(), "text/plain"), ("NaCl.vasp", Poscar(nacl).get_str().encode(), "text/plain")]
+    )
+    at.run()
+    assert not at.exception
+    assert list(at.dataframe[0].value["file"]) == ["NaCl.vasp"]
+    errors = [e.value for e in at.error]
+    reason = "the prediction needs more memory than this server has; is the cell unusually large or sparse?"
+    assert errors == [literal(f"rutile.vasp: {reason}"), literal(f"No prediction for rutile.vasp: {reason}")]
+    assert logged(caplog, MemoryError)
