@@ -8,6 +8,7 @@ import math
 from dataclasses import asdict
 from pathlib import Path
 
+import _builders
 import numpy as np
 import pytest
 import torch
@@ -388,3 +389,24 @@ def test_cli_init_from_weights_of_another_shape_is_one_line(dataset, tmp_path, c
     assert not (tmp_path / "second").exists()
     assert main(["train", "--init-from", str(tmp_path / "none"), "--out", str(tmp_path / "third")]) == 1
     assert "no model weights at" in capsys.readouterr().err
+
+
+def test_any_gap_target_is_trained_with_the_metal_gate(tmp_path):
+    """`--targets optical_gap`: every target whose name contains "gap" gets the gate, as the README says."""
+    items = _builders.crystals(40)
+    rows = [{"material_id": c.id, "optical_gap": c.targets()[GAP], "cif": _builders.cif_text(c.structure)}
+            for c in items]  # fmt: skip
+    data = _builders.write_jsonl(tmp_path / "optical.jsonl.gz", rows)
+    cfg = TrainConfig.from_dict(dict(
+        data=str(data), targets="optical_gap", out=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"),
+        width=16, n_capsules=4, capsule_dim=8, epochs=2, batch_size=8, device="cpu", threads=1, progress=False,
+    ))  # fmt: skip
+    summary = train(cfg)
+    assert summary["test"]["optical_gap"]["n"] > 0
+    model = load_model(tmp_path / "run" / "best.pt")
+    assert model.config.targets == ("optical_gap",)
+    from sen.predict import Predictor
+
+    predictions = Predictor(model, device="cpu").predict([c.structure for c in items[:6]])
+    assert all(p["optical_gap"] >= 0.0 for p in predictions)  # gated: never negative, exactly 0 for "no gap"
+    assert "metal_probability" not in predictions[0]  # that name belongs to the band gap only
