@@ -48,7 +48,7 @@ class GraphConfig:
         """A short string that changes whenever the features would change."""
         return (
             f"c{self.cutoff:g}-k{self.max_neighbors}-t{self.tie_tolerance:g}"
-            f"-s{self.symprec:g}-a{self.angle_tolerance:g}-v2"
+            f"-s{self.symprec:g}-a{self.angle_tolerance:g}-v3"  # v3: n_cells per crystal
         )
 
 
@@ -65,6 +65,10 @@ class CrystalGraph:
     site_symmetry_order: np.ndarray  # (N,) int, order of each atom's site-symmetry group
     crystal_system: int  # index into sen.symmetry.CRYSTAL_SYSTEMS
     point_group: int  # index into sen.symmetry.POINT_GROUPS
+    #: primitive cells in this cell (N / atoms of spglib's primitive cell at the featuriser's symprec);
+    #: the network scales its small constants by it so that every choice of cell gives the numbers of
+    #: the primitive cell. 1.0 (a primitive cell) for graphs made before this field existed.
+    n_cells: float = 1.0
 
     @property
     def n_atoms(self) -> int:
@@ -127,7 +131,16 @@ def build_graph(
         site_symmetry_order=symmetry.site_symmetry_order.astype(np.int64),
         crystal_system=crystal_system_index(symmetry.crystal_system),
         point_group=point_group_index(symmetry.point_group),
+        n_cells=float(symmetry.n_cells),
     )
+
+
+def primitive_cell_count(
+    structure: Structure, symprec: float = DEFAULT_SYMPREC, angle_tolerance: float = DEFAULT_ANGLE_TOLERANCE
+) -> float:
+    """Number of primitive cells in ``structure`` (atoms / atoms of spglib's primitive cell), as
+    :func:`build_graph` stores it in :attr:`CrystalGraph.n_cells`."""
+    return float(analyze_symmetry(structure, symprec, angle_tolerance).n_cells)
 
 
 @dataclass
@@ -147,6 +160,13 @@ class GraphBatch:
     point_group: torch.Tensor  # (B,)
     n_crystals: int
     n_orbits: int
+    n_cells: torch.Tensor | None = None  # (B,) float, primitive cells per crystal; None: all 1
+
+    def cells(self) -> torch.Tensor:
+        """(B,) float32 primitive cells per crystal (ones when the batch has no such record)."""
+        if self.n_cells is None:
+            return torch.ones(self.n_crystals, dtype=torch.float32, device=self.crystal_index.device)
+        return self.n_cells
 
     def to(self, device: torch.device | str) -> GraphBatch:
         """Move every tensor to ``device``."""
@@ -185,6 +205,7 @@ def collate(graphs: list[CrystalGraph]) -> GraphBatch:
         point_group=t(np.array([g.point_group for g in graphs])),
         n_crystals=len(graphs),
         n_orbits=int(n_orbits.sum()),
+        n_cells=t(np.array([float(getattr(g, "n_cells", 1.0)) for g in graphs]), torch.float32),
     )
 
 

@@ -10,9 +10,11 @@ Data flow (shapes: N atoms, E edges, O Wyckoff orbits, B crystals, K capsules, T
     scale 3: pattern capsules -> one output capsule per target      output routing (B, T, K)
     heads: formation energy (eV/atom); band gap (eV, >= 0, metal gate)
 
-Every crystal-level quantity is a mean or a normalised weighted mean over atoms,
-so predictions do not change with the choice of cell (primitive, conventional,
-supercell); there is no batch normalisation, so no crystal depends on its batch.
+Every crystal-level quantity is a mean or a normalised weighted mean over atoms, and the
+one small constant added to sums over atoms (capsule routing) is scaled by the crystal's
+number of primitive cells (``GraphBatch.n_cells``), so predictions do not change with the
+choice of cell (primitive, conventional, supercell); there is no batch normalisation, so no
+crystal depends on its batch.
 """
 
 from __future__ import annotations
@@ -191,7 +193,17 @@ class CapsuleRouting(nn.Module):
     vote W_k u_i. Routing coefficients r_ik are a softmax over capsules (rows sum to 1)
     of a learned prior plus the agreement <vote, capsule pose>. Capsule poses are
     activation-weighted means of votes over the atoms of each crystal.
+
+    The routing masses are sums over a crystal's atoms, so they grow with the number of cells;
+    the small constant that keeps a nearly empty capsule's division finite (:attr:`EPS`) is
+    therefore scaled by ``n_cells``, the number of primitive cells in the crystal's cell. A
+    primitive cell (``n_cells`` = 1) computes exactly what the shipped networks were trained on,
+    and a supercell or conventional cell computes the same numbers as its primitive cell (a fixed
+    constant would treat capsules of near-zero mass differently in every cell).
     """
+
+    #: per primitive cell: mass + EPS * n_cells, total activation >= EPS * n_cells
+    EPS = 1e-6
 
     def __init__(self, width: int, n_capsules: int, capsule_dim: int, iterations: int):
         super().__init__()
@@ -201,7 +213,16 @@ class CapsuleRouting(nn.Module):
         self.prior = nn.Linear(width, n_capsules)
         self.votes = nn.Parameter(torch.randn(n_capsules, capsule_dim, capsule_dim) / math.sqrt(capsule_dim))
 
-    def forward(self, h: torch.Tensor, crystal: torch.Tensor, n_crystals: int):
+    def forward(self, h: torch.Tensor, crystal: torch.Tensor, n_crystals: int, n_cells: torch.Tensor | None = None):
+        """Route atoms into capsules. ``n_cells`` (B,): primitive cells per crystal (default: ones).
+
+        Returns ``pose`` (B, K, D), ``capsule_activation`` (B, K; sums to 1 over capsules),
+        ``routing`` (N, K; rows sum to 1) and ``share`` (N, K; atom i's share of capsule k's pose,
+        sums to 1 over a crystal's atoms).
+        """
+        if n_cells is None:
+            n_cells = h.new_ones(n_crystals)
+        eps = (self.EPS * n_cells.to(h.dtype))[:, None]  # (B, 1): the same constant per primitive cell
         u = squash(self.pose(h))  # (N, D)
         a = torch.sigmoid(self.activation(h)).squeeze(-1)  # (N,)
         votes = torch.einsum("nd,kde->nke", u, self.votes)  # (N, K, D)
@@ -211,14 +232,14 @@ class CapsuleRouting(nn.Module):
             r = torch.softmax(logits, dim=-1)  # (N, K)
             w = r * a[:, None]  # (N, K)
             mass = scatter_sum(w, crystal, n_crystals)  # (B, K)
-            pose = scatter_sum(w[..., None] * votes, crystal, n_crystals) / (mass[..., None] + 1e-6)
+            pose = scatter_sum(w[..., None] * votes, crystal, n_crystals) / (mass + eps)[..., None]
             pose = squash(pose)  # (B, K, D)
             if it < self.iterations - 1:
                 logits = prior + (votes * pose.index_select(0, crystal)).sum(-1)  # agreement
-        total = scatter_sum(a, crystal, n_crystals).clamp_min(1e-6)  # (B,)
-        capsule_activation = mass / total[:, None]  # (B, K), sums to 1 over capsules
+        total = torch.maximum(scatter_sum(a, crystal, n_crystals)[:, None], eps)  # (B, 1)
+        capsule_activation = mass / total  # (B, K), sums to 1 over capsules
         # share of capsule k's pose that comes from atom i (sums to 1 over a crystal's atoms)
-        share = w / (mass.index_select(0, crystal) + 1e-6)  # (N, K)
+        share = w / (mass + eps).index_select(0, crystal)  # (N, K)
         return pose, capsule_activation, r, share
 
 
@@ -352,7 +373,7 @@ class SEN(nn.Module):
         for conv in self.convs:
             h, e = conv(h, e, batch.edge_src, batch.edge_dst)
         h = self.symmetry(h, batch)
-        pose, activation, routing, share = self.routing(h, batch.crystal_index, batch.n_crystals)
+        pose, activation, routing, share = self.routing(h, batch.crystal_index, batch.n_crystals, batch.cells())
         x, attention = self.capsules(pose, activation)  # (B, K, C), (B, K, K)
         out_caps, coupling = self.outputs(x, activation)  # (B, T, C), (B, T, K)
         pooled = self.atom_readout(scatter_mean(h, batch.crystal_index, batch.n_crystals))  # (B, C)

@@ -81,6 +81,15 @@ class SymmetryReport:
     orbit_index: np.ndarray  # per atom, 0..n_orbits-1
     site_symmetry_order: np.ndarray  # per atom: order of the site-symmetry group
     orbits: tuple[WyckoffOrbit, ...] = field(default_factory=tuple)
+    n_primitive_atoms: int = 0  # atoms in spglib's primitive cell (0: not known)
+
+    @property
+    def n_cells(self) -> float:
+        """Number of primitive cells in the analysed cell (atoms / atoms of the primitive cell;
+        1 for a primitive cell, 2 for a C-centred conventional cell or a 2x1x1 supercell of a
+        primitive one); 1.0 when the primitive cell's size is not known."""
+        n_atoms = len(self.orbit_index)
+        return n_atoms / self.n_primitive_atoms if self.n_primitive_atoms else 1.0
 
     @property
     def n_orbits(self) -> int:
@@ -146,7 +155,8 @@ def analyze_symmetry(
     orbit_sizes = np.bincount(orbit_index)
     # Orbit-stabiliser in the primitive cell: |point group| = |orbit per primitive cell| x |site group|.
     point_group_order = POINT_GROUP_ORDERS[ds.pointgroup]
-    primitive_cells = len(structure) // len(np.unique(ds.mapping_to_primitive))
+    n_primitive_atoms = len(np.unique(ds.mapping_to_primitive))
+    primitive_cells = len(structure) // n_primitive_atoms
     site_order = point_group_order * primitive_cells // orbit_sizes[orbit_index]
     # Multiplicity as printed in International Tables: |G / T_conventional| / |site group|.
     conv_ops = point_group_order * _CENTERING_TRANSLATIONS.get(ds.international[0], 1)
@@ -177,6 +187,7 @@ def analyze_symmetry(
         orbit_index=orbit_index.astype(np.int64),
         site_symmetry_order=site_order.astype(np.int64),
         orbits=tuple(orbits),
+        n_primitive_atoms=int(n_primitive_atoms),
     )
 
 

@@ -253,8 +253,11 @@ class PackedGraphs:
     edge_length: np.ndarray
     crystal_system: np.ndarray
     point_group: np.ndarray
+    n_cells: np.ndarray | None = None  # (C,) float32 primitive cells per crystal; None (older caches): all 1
 
     def __post_init__(self) -> None:
+        if self.n_cells is None:
+            self.n_cells = np.ones(len(self.ids), dtype=np.float32)
         self._atom_start = np.concatenate([[0], np.cumsum(self.n_atoms)])
         self._edge_start = np.concatenate([[0], np.cumsum(self.n_edges)])
 
@@ -275,6 +278,7 @@ class PackedGraphs:
             site_symmetry_order=self.site_symmetry_order[a0:a1],
             crystal_system=int(self.crystal_system[i]),
             point_group=int(self.point_group[i]),
+            n_cells=float(self.n_cells[i]),
         )
 
     @classmethod
@@ -301,6 +305,7 @@ class PackedGraphs:
             edge_length=cat("edge_length", np.float32),
             crystal_system=np.array([g.crystal_system for g in graphs], dtype=np.int16),
             point_group=np.array([g.point_group for g in graphs], dtype=np.int16),
+            n_cells=np.array([g.n_cells for g in graphs], dtype=np.float32),
         )
 
     def save(self, path: Path) -> None:
