@@ -28,3 +28,16 @@ def test_cli_predict_parser_imports_no_training_module():
     code = "import sys; from sen.cli import _parser; _parser(); print(sorted(sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert "sen.training.config" in done.stdout  # this check can fail: the train options do load it
+
+
+def test_no_function_in_the_library_or_the_app_is_longer_than_80_lines():
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    long = []
+    for path in sorted([*(root / "sen").rglob("*.py"), *(root / "app").rglob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+                long.append(f"{path.relative_to(root)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1})")
+    assert not long, long
