@@ -16,6 +16,9 @@ import numpy as np
 from pymatgen.core import DummySpecies, Element, Structure
 
 from sen.errors import StructureError
+from sen.io_guard import ReaderFailed, fork_available, run_bounded
+from sen.io_json import parse_structure_json
+from sen.io_scan import cell_problem, cif_atom_count, poscar_atom_count, scan_cif, xyz_atom_count
 
 DEFAULT_MAX_ATOMS = 500
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024  # 5 MB
@@ -66,6 +69,12 @@ def read_structure(
 ) -> Structure:
     """Read one crystal structure from a file path, or from the bytes/text of a file.
 
+    Any input is answered quickly: a cheap pre-scan counts the atoms a file asks for (CIF
+    atom-site rows times symmetry operations, POSCAR and XYZ count lines, JSON site lists)
+    and refuses too many before any expensive parse; files the pre-scan calls risky are
+    parsed in a forked child with a time limit (:data:`PARSE_TIME_LIMIT`, seconds) and a
+    memory limit (:mod:`sen.io_guard`). Atoms outside the cell are wrapped into it.
+
     Args:
         source: a path (``str`` or ``Path``) to a structure file, the raw ``bytes`` of
             an uploaded file, or the file's text (a ``str`` containing a newline, or JSON text).
@@ -78,15 +87,25 @@ def read_structure(
         A validated, ordered, periodic pymatgen ``Structure`` (positions in Å).
 
     Raises:
-        StructureError: the file cannot be read or describes something SEN cannot handle.
+        StructureError: the file cannot be read or describes something SEN cannot handle;
+            no other exception escapes.
     """
-    data, filename = _load_bytes(source, filename, max_bytes)
-    text = _decode(data, filename)
-    fmt = (fmt or detect_format(filename, text)).lower()
-    if fmt not in FORMATS:
-        raise StructureError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
-    structure = _parse(text, fmt)
-    validate_structure(structure, max_atoms=max_atoms)
+    try:
+        data, filename = _load_bytes(source, filename, max_bytes)
+        text = _decode(data, filename)
+        fmt = str(fmt or detect_format(filename, text)).lower()
+        if fmt not in FORMATS:
+            raise StructureError(f"unknown format {str(fmt)[:40]!r}; use one of {', '.join(FORMATS)}")
+        structure = _parse(text, fmt, max_atoms)
+        validate_structure(structure, max_atoms=max_atoms)
+    except StructureError:
+        raise
+    except MemoryError:
+        raise StructureError("reading this file needed too much memory; upload a single unit cell") from None
+    except RecursionError:
+        raise StructureError("this file is nested too deeply to read") from None
+    except Exception:  # a reader failing outside the per-format handlers: say what the user can do
+        raise StructureError(_NOT_A_STRUCTURE) from None
     return structure
 
 
@@ -140,12 +159,59 @@ def _decode(data: bytes, filename: str | None) -> str:
             raise StructureError("file is not readable text; save it as UTF-8") from None
 
 
-def _first_line(exc: BaseException) -> str:
-    msg = str(exc).strip().splitlines()
-    return (msg[0] if msg else type(exc).__name__)[:200]
+_NOT_A_STRUCTURE = "this does not look like a CIF, POSCAR, extended XYZ or pymatgen JSON file"
+#: What each format needs, said when its reader fails without a better reason.
+_FORMAT_HELP = {
+    "cif": (
+        "could not read a crystal structure from this CIF file: it needs the cell parameters "
+        "(_cell_length_a/b/c, _cell_angle_alpha/beta/gamma) and an atom-site loop "
+        "(_atom_site_label, _atom_site_fract_x/y/z) with numbers in them"
+    ),
+    "poscar": (
+        "could not read this POSCAR file: it needs a comment line, a scale factor, three lattice vectors, "
+        "the element names, the atom counts, Direct or Cartesian, and one coordinate line per atom"
+    ),
+    "extxyz": (
+        "could not read this extended XYZ file: it needs the number of atoms, a comment line with "
+        'Lattice="..." and one line per atom (element x y z)'
+    ),
+    "json": "could not read this pymatgen JSON file",
+}
+
+#: Seconds a risky file may take to parse in the bounded worker (the whole answer stays under 2 s).
+PARSE_TIME_LIMIT = 1.5
+# A file is parsed in-process only when the pre-scan shows it is small and simple; measured
+# worst cases of pymatgen's CIF parse at these bounds are in benchmarks/fuzz_io.py's notes.
+_SAFE_BYTES = 256 * 1024
+_SAFE_LINE = 4096  # characters in a line or a text field (CIF 1.1 allows 2048)
+_SAFE_QUOTE_WORK = 2_000_000  # pymatgen's CIF tokeniser is quadratic in quotes per line
+_SAFE_CIF_BLOCKS = 4
+_SAFE_CIF_ROWS = 600
+_SAFE_CIF_POSITIONS = 12_000  # atom-site rows x symmetry operations
+_SAFE_XYZ_BYTES = 64 * 1024
 
 
-def _parse(text: str, fmt: str) -> Structure:
+def _parse(text: str, fmt: str, max_atoms: int) -> Structure:
+    """Pre-scan, then parse in-process (simple files) or in a bounded worker (risky ones)."""
+    if fmt == "json":
+        return parse_structure_json(text, max_atoms=max_atoms)
+    if fmt == "cif":
+        text = _normalise_cif(text)
+        risky = _precheck_cif(text, max_atoms)
+    elif fmt == "poscar":
+        risky = _precheck_poscar(text, max_atoms)
+    else:
+        risky = _precheck_extxyz(text, max_atoms)
+    if risky and fork_available():
+        try:
+            return run_bounded(_parse_quietly, (text, fmt), time_limit=PARSE_TIME_LIMIT, what="this file")
+        except ReaderFailed:
+            raise StructureError(_FORMAT_HELP[fmt]) from None
+    return _parse_quietly(text, fmt)
+
+
+def _parse_quietly(text: str, fmt: str) -> Structure:
+    """The library parse itself; every exception but StructureError is worded per format."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -153,23 +219,109 @@ def _parse(text: str, fmt: str) -> Structure:
                 return _parse_cif(text)
             if fmt == "poscar":
                 return Structure.from_str(text, fmt="poscar")
-            if fmt == "extxyz":
-                return _parse_extxyz(text)
-            return _parse_json(text)
+            return _parse_extxyz(text)
     except StructureError:
         raise
-    except Exception as exc:  # parsers raise many types; turn them into one
-        raise StructureError(f"could not read this file as {fmt.upper()}: {_first_line(exc)}") from None
+    except MemoryError:
+        raise StructureError("reading this file needed too much memory; upload a single unit cell") from None
+    except RecursionError:
+        raise StructureError("this file is nested too deeply to read") from None
+    except Exception:  # parsers raise many types, with messages about their internals
+        raise StructureError(_FORMAT_HELP[fmt]) from None
+
+
+def _normalise_cif(text: str) -> str:
+    """One line ending, no blank lines: the same CIF for pymatgen (it drops blank lines itself),
+    without the blank-line runs on which its block splitting is quadratic."""
+    for sep in ("\r\n", "\r", "\v", "\f", "\x1c", "\x1d", "\x1e"):
+        if sep in text:
+            text = text.replace(sep, "\n")
+    return "\n".join(line for line in text.split("\n") if line.strip())
+
+
+def _precheck_cif(text: str, max_atoms: int) -> bool:
+    """Count the atoms each block makes, refusing too many; True if the parse is risky."""
+    scan = scan_cif(text)
+    site_blocks = [b for b in scan.blocks if b.has_sites]
+    if not scan.blocks:
+        raise StructureError(_NOT_A_STRUCTURE + " (a CIF starts its data with a data_ line)")
+    if not site_blocks:
+        raise StructureError(
+            "could not read a crystal structure from this CIF file: it has no atom-site loop "
+            "(_atom_site_label, _atom_site_fract_x/y/z)"
+        )
+    rows = positions = estimate = 0
+    for block in site_blocks:
+        problem = cell_problem(block)
+        if problem:
+            raise StructureError(f"could not read a crystal structure from this CIF file: {problem}")
+        count = cif_atom_count(block, max_atoms)
+        rows += count.rows
+        positions += count.rows * count.n_ops
+        estimate = max(estimate, count.estimate)
+    return (
+        len(text) > _SAFE_BYTES
+        or max(scan.max_line, scan.max_token) > _SAFE_LINE
+        or scan.quote_work > _SAFE_QUOTE_WORK
+        or len(scan.blocks) > _SAFE_CIF_BLOCKS
+        or any(b.magnetic for b in site_blocks)
+        or rows > _SAFE_CIF_ROWS
+        or positions > _SAFE_CIF_POSITIONS
+        or estimate > max_atoms
+    )
+
+
+def _looks_like_poscar(text: str) -> bool:
+    """Scale factor on line 2, three numbers on each of lines 3-5."""
+    lines = text.split("\n", 6)
+    if len(lines) < 6:
+        return False
+    try:
+        float(lines[1].split("#")[0])
+        return all(len([float(x) for x in line.split("#")[0].split()]) == 3 for line in lines[2:5])
+    except ValueError:
+        return False
+
+
+def _precheck_poscar(text: str, max_atoms: int) -> bool:
+    """Refuse a counts line over the limit; True if the parse is risky."""
+    if not _looks_like_poscar(text.strip("\n")):
+        raise StructureError(_NOT_A_STRUCTURE)
+    n = poscar_atom_count(text)
+    if n is not None and n > max_atoms:
+        raise StructureError(
+            f"this POSCAR declares {n:,} atoms on its counts line, over the limit of {max_atoms} "
+            "atoms per cell; use the primitive cell"
+        )
+    return n is None or len(text) > _SAFE_BYTES or _longest_line(text) > _SAFE_LINE
+
+
+def _precheck_extxyz(text: str, max_atoms: int) -> bool:
+    """Refuse an atom count over the limit; True if the parse is risky."""
+    n = xyz_atom_count(text)
+    if n is None:
+        raise StructureError(
+            "could not read this extended XYZ file: its first line must be the number of atoms"
+        )
+    if n > max_atoms:
+        raise StructureError(
+            f"this XYZ file says it has {n:,} atoms, over the limit of {max_atoms} atoms per cell; "
+            "use the primitive cell"
+        )
+    if n < 1:
+        raise StructureError("this XYZ file says it has no atoms; its first line must be the number of atoms")
+    return len(text) > _SAFE_XYZ_BYTES or _longest_line(text) > _SAFE_LINE
+
+
+def _longest_line(text: str) -> int:
+    return max(map(len, text.split("\n")), default=0)
 
 
 def _parse_cif(text: str) -> Structure:
     from pymatgen.io.cif import CifParser
 
-    parser = CifParser(io.StringIO(text), occupancy_tolerance=1.0)
-    try:
-        structures = parser.parse_structures(primitive=False, on_error="raise")
-    except ValueError as exc:
-        raise StructureError(f"could not read a crystal from this CIF: {_first_line(exc)}") from None
+    parser = CifParser.from_str(text, occupancy_tolerance=1.0)
+    structures = parser.parse_structures(primitive=False, on_error="raise")
     if not structures:
         raise StructureError("this CIF contains no complete crystal structure (lattice and atom sites)")
     if len(structures) > 1:
@@ -190,22 +342,49 @@ def _parse_extxyz(text: str) -> Structure:
     return AseAtomsAdaptor.get_structure(atoms)
 
 
-def _parse_json(text: str) -> Structure:
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise StructureError(f"could not read this file as JSON: {exc.msg} at line {exc.lineno}") from None
-    if isinstance(obj, dict) and "structure" in obj and isinstance(obj["structure"], dict):
-        obj = obj["structure"]  # e.g. a ComputedStructureEntry-like record
-    if not isinstance(obj, dict) or "sites" not in obj:
-        raise StructureError("this JSON is not a pymatgen Structure (expected keys 'lattice' and 'sites')")
-    if "lattice" not in obj:
-        raise StructureError("this JSON has no lattice, so it describes a molecule, not a crystal")
-    return Structure.from_dict(obj)
+# ----------------------------------------------------------------------------- validation
+
+#: Longest lattice vector accepted (Å). The Materials Project data SEN was trained on reaches
+#: 162 Å; beyond a few hundred Å the neighbour search's cell grid grows past 100 MB.
+MAX_LATTICE_LENGTH = 250.0
+#: Smallest volume per atom accepted (Å^3). Real crystals have at least about 5 (diamond 5.7;
+#: the training data's densest has 4.8), so this bounds the neighbours within the 8 Å cutoff
+#: to about 1,100 per atom, 540,000 pairs for 500 atoms.
+MIN_VOLUME_PER_ATOM = 2.0
+#: Fractional coordinates beyond this are an error, not an atom in a neighbouring cell.
+MAX_FRACTIONAL_COORDINATE = 1e3
+#: The neighbour-search cutoff SEN's featuriser uses (Å; sen.graph.DEFAULT_CUTOFF).
+NEIGHBOR_CUTOFF = 8.0
+#: Atoms x periodic images a neighbour search within the cutoff may visit. The training data
+#: needs at most 12,936; a very flat or skewed cell (a non-reduced basis) needs millions.
+MAX_NEIGHBOR_IMAGES = 1_000_000
 
 
 def validate_structure(structure: Structure, *, max_atoms: int = DEFAULT_MAX_ATOMS) -> None:
-    """Check that a structure is one SEN can analyse; raise StructureError otherwise."""
+    """Check that a structure is one SEN can analyse; raise StructureError otherwise.
+
+    Checks, in order, before any neighbour search: the number of atoms, finite lattice and
+    coordinates (no fractional coordinate beyond 1000), a positive (right-handed) cell volume,
+    lattice lengths between 0.5 and 250 Å, at least 2 Å^3 per atom, a cell that is not so
+    flat or skewed that an 8 Å neighbour search needs over a million periodic images, an
+    ordered structure of real elements, and no two atoms closer than 0.5 Å. Sites outside the
+    cell are wrapped into it, in place (the same crystal), so later neighbour searches stay
+    bounded.
+
+    Raises:
+        StructureError: the structure fails a check; no other exception escapes.
+    """
+    try:
+        _validate(structure, max_atoms)
+    except StructureError:
+        raise
+    except MemoryError:
+        raise StructureError("checking this structure needed too much memory; upload a single unit cell") from None
+    except Exception:
+        raise StructureError("this structure could not be checked: its lattice or sites are malformed") from None
+
+
+def _validate(structure: Structure, max_atoms: int) -> None:
     n = len(structure)
     if n == 0:
         raise StructureError("structure has no atoms")
@@ -217,12 +396,44 @@ def validate_structure(structure: Structure, *, max_atoms: int = DEFAULT_MAX_ATO
     coords = np.asarray(structure.frac_coords, dtype=float)
     if not np.all(np.isfinite(coords)):
         raise StructureError("atom coordinates contain NaN or infinite numbers")
-    det = float(np.linalg.det(matrix))
+    far = float(np.abs(coords).max())
+    if far > MAX_FRACTIONAL_COORDINATE:
+        raise StructureError(
+            f"an atom's fractional coordinate is {far:.3g}, over {MAX_FRACTIONAL_COORDINATE:g} cells away; "
+            "check the coordinates (fractional vs Cartesian) and the lattice"
+        )
+    with np.errstate(all="ignore"):
+        det = float(np.linalg.det(matrix))
+    if not math.isfinite(det):
+        raise StructureError("lattice contains numbers too large to compute with; check the cell (lengths in Å)")
     if abs(det) < 1e-6:
         raise StructureError("cell volume is zero: the three lattice vectors are coplanar or zero")
     if det < 0:
         raise StructureError(
             "cell volume is negative (left-handed lattice vectors); swap two lattice vectors and their coordinates"
+        )
+    lengths = np.linalg.norm(matrix, axis=1)
+    if lengths.min() < MIN_INTERATOMIC_DISTANCE:
+        raise StructureError(f"a lattice vector is only {lengths.min():.2f} Å long; check the cell (lengths are in Å)")
+    if lengths.max() > MAX_LATTICE_LENGTH:
+        axis = "abc"[int(np.argmax(lengths))]
+        raise StructureError(
+            f"lattice vector {axis} is {lengths.max():.4g} Å long, over the limit of {MAX_LATTICE_LENGTH:g} Å; "
+            "check the units (Å, not Bohr or pm) or upload a smaller cell"
+        )
+    per_atom = det / n
+    if per_atom < MIN_VOLUME_PER_ATOM:
+        raise StructureError(
+            f"the cell is too dense: {per_atom:.3g} Å³ per atom ({n} atoms in {det:.4g} Å³), and real crystals "
+            "have at least about 5; check the lattice scale (Å) and for duplicated atoms"
+        )
+    heights = det / np.linalg.norm(np.cross(matrix[[1, 2, 0]], matrix[[2, 0, 1]]), axis=1)
+    images = n * float(np.prod(2 * np.ceil(NEIGHBOR_CUTOFF / heights) + 1))
+    if images > MAX_NEIGHBOR_IMAGES:
+        raise StructureError(
+            f"the cell is too flat or skewed: its thinnest layer is {heights.min():.3g} Å, so a "
+            f"{NEIGHBOR_CUTOFF:g} Å neighbour search would visit {images:,.0f} periodic images; "
+            "use a reduced (Niggli) cell"
         )
     if not structure.is_ordered:
         site = next(s for s in structure if not s.is_ordered)
@@ -234,13 +445,13 @@ def validate_structure(structure: Structure, *, max_atoms: int = DEFAULT_MAX_ATO
         sp = site.specie
         if isinstance(sp, DummySpecies) or not isinstance(getattr(sp, "element", sp), Element):
             raise StructureError(f"unknown or dummy species {sp!s}; every site must be a real chemical element")
+    if np.any((coords < 0) | (coords >= 1)):
+        for site in structure:
+            site.to_unit_cell(in_place=True)
     _check_distances(structure)
 
 
 def _check_distances(structure: Structure) -> None:
-    lengths = structure.lattice.abc
-    if min(lengths) < MIN_INTERATOMIC_DISTANCE:
-        raise StructureError(f"a lattice vector is only {min(lengths):.2f} Å long; check the cell (lengths are in Å)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         centers, neighbors, _, dists = structure.get_neighbor_list(MIN_INTERATOMIC_DISTANCE)
