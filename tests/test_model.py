@@ -10,7 +10,7 @@ from pymatgen.core.operations import SymmOp
 
 from sen.checkpoint import pick_device
 from sen.graph import CrystalGraph, build_graph, collate
-from sen.model import SEN, Ensemble, SENConfig, count_parameters
+from sen.model import SEN, CapsuleRouting, Ensemble, SENConfig, count_parameters
 from sen.predict import Predictor
 from sen.symmetry import (
     analyze_symmetry,
@@ -330,3 +330,62 @@ def test_ensemble_members_must_predict_the_same_targets(small_config):
         Ensemble([SEN(small_config), SEN(gap_only)])
     with pytest.raises(ValueError, match="at least one"):
         Ensemble([])
+
+
+def nearly_empty_capsules(config: SENConfig, seed: int = 0) -> SEN:
+    """A random network whose capsules 0 and 1 receive almost nothing (masses near the routing's epsilon),
+    as trained networks often do: the case where a fixed epsilon made supercells differ."""
+    torch.manual_seed(seed)
+    net = SEN(config).eval()
+    with torch.no_grad():
+        net.routing.prior.weight[:2] = 0.0
+        net.routing.prior.bias[:2] = torch.tensor([-13.0, -15.0])
+    return net
+
+
+@pytest.mark.parametrize("name", ["NaCl", "TiO2", "Al2O3", "Cu"])
+def test_near_empty_capsules_are_supercell_invariant(small_config, crystals, name):
+    net = nearly_empty_capsules(small_config)
+    s = crystals[name]
+    graphs = [build_graph(x) for x in (s, primitive_standard_structure(s), s * (2, 1, 1), s * (1, 2, 3))]
+    batch = collate(graphs)
+    out = run(net, graphs, explain=True)
+    assert (out["capsule_activation"][:, :2] < 1e-5).all()  # the capsules are nearly empty
+    for i in range(1, len(graphs)):
+        np.testing.assert_allclose(outputs(out, i), outputs(out, 0), atol=1e-5, err_msg=f"{name} cell {i}")
+    # without the cell count (a fixed epsilon, the bug) the same network does tell the cells apart
+    batch.n_cells = None
+    with torch.no_grad():
+        legacy = net(batch)
+    spread = max(np.abs(outputs(legacy, i) - outputs(legacy, 0)).max() for i in range(len(graphs)))
+    assert spread > TOLERANCE, spread
+
+
+def test_primitive_cells_compute_exactly_the_fixed_epsilon_network(small_config, crystals):
+    """n_cells = 1 (most Materials Project cells) gives bit-identical numbers to a batch without the count."""
+    net = nearly_empty_capsules(small_config, seed=1)
+    graphs = [build_graph(crystals[n]) for n in ("TiO2", "ZnO", "SrTiO3")]
+    batch = collate(graphs)
+    assert batch.n_cells.tolist() == [1.0, 1.0, 1.0]
+    with torch.no_grad():
+        new = net(batch, explain=True)
+        batch.n_cells = None
+        old = net(batch, explain=True)
+    for key, value in new.items():
+        assert torch.equal(value, old[key]), key
+
+
+def test_capsule_routing_scales_its_epsilon_with_the_cell_count():
+    """Routing a crystal's atoms twice over with n_cells = 2 gives the capsules of the atoms once."""
+    torch.manual_seed(0)
+    routing = CapsuleRouting(8, 4, 4, 3).eval()
+    with torch.no_grad():
+        routing.prior.bias[:] = torch.tensor([-14.0, -13.0, 0.0, 1.0])
+        h = torch.randn(5, 8)
+        one = routing(h, torch.zeros(5, dtype=torch.long), 1, torch.tensor([1.0]))
+        two = routing(h.repeat(2, 1), torch.zeros(10, dtype=torch.long), 1, torch.tensor([2.0]))
+        fixed = routing(h.repeat(2, 1), torch.zeros(10, dtype=torch.long), 1)  # no count: epsilon per cell of 5 atoms
+    torch.testing.assert_close(two[0], one[0], atol=1e-6, rtol=1e-5)  # poses
+    torch.testing.assert_close(two[1], one[1], atol=1e-7, rtol=1e-5)  # capsule activations
+    torch.testing.assert_close(two[3], one[3].repeat(2, 1) / 2, atol=1e-7, rtol=1e-5)  # each atom's share halves
+    assert (fixed[0] - one[0]).abs().max() > 1e-3  # a fixed epsilon moves the near-empty capsules' poses
