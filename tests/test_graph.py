@@ -15,9 +15,16 @@ from sen.graph import (
     collate,
     element_descriptor_table,
     neighbor_edges,
+    primitive_cell_count,
 )
 from sen.model import DistanceExpansion
-from sen.symmetry import analyze_symmetry, crystal_system_index, point_group_index
+from sen.symmetry import (
+    analyze_symmetry,
+    conventional_standard_structure,
+    crystal_system_index,
+    point_group_index,
+    primitive_standard_structure,
+)
 
 
 def neighbours_per_atom(structure: Structure, **kwargs) -> np.ndarray:
@@ -183,3 +190,33 @@ def test_element_descriptor_table():
     real = table[1:]
     assert np.allclose(real.mean(0), 0, atol=0.1)  # standardised (missing values filled with the mean)
     assert not np.allclose(table[11], table[17])  # Na and Cl differ
+
+
+@pytest.mark.parametrize(
+    ("name", "conventional"), [("Cu", 4), ("NaCl", 4), ("Si", 4), ("TiO2", 1), ("Al2O3", 3), ("ZnO", 1)]
+)
+def test_graph_counts_the_primitive_cells_of_every_cell_choice(crystals, name, conventional):
+    s = crystals[name]  # the conventional cell: F-centred 4 primitive cells, R (hexagonal axes) 3, P 1
+    assert build_graph(s).n_cells == primitive_cell_count(s) == analyze_symmetry(s).n_cells == conventional
+    assert build_graph(primitive_standard_structure(s)).n_cells == 1.0
+    assert build_graph(conventional_standard_structure(s)).n_cells == conventional
+    assert build_graph(s * (2, 1, 3)).n_cells == 6 * conventional
+
+
+def test_n_cells_travels_through_collate_and_the_cache(crystals, tmp_path):
+    from sen.training.data import PackedGraphs
+
+    graphs = [build_graph(crystals["Cu"]), build_graph(crystals["TiO2"] * (1, 1, 2))]
+    batch = collate(graphs)
+    assert batch.n_cells.dtype == torch.float32 and batch.n_cells.tolist() == [4.0, 2.0]
+    assert batch.to("cpu").n_cells.tolist() == [4.0, 2.0]
+    assert collate(graphs).cells().tolist() == [4.0, 2.0]
+    batch.n_cells = None  # a batch made without the count reads as primitive cells
+    assert batch.cells().tolist() == [1.0, 1.0]
+    packed = PackedGraphs.pack(["a", "b"], graphs, [{"band_gap": 0.0}, {"band_gap": 1.0}], ("band_gap",))
+    packed.save(tmp_path / "p.npz")
+    again = PackedGraphs.load(tmp_path / "p.npz")
+    assert [again.graph(i).n_cells for i in range(2)] == [4.0, 2.0]
+    older = {k: v for k, v in again.__dict__.items() if not k.startswith("_") and k != "n_cells"}
+    assert PackedGraphs(**older).graph(1).n_cells == 1.0  # a cache from before the field: primitive cells
+    assert GraphConfig().key().endswith("-v3")  # features changed: caches of v2 are not reused
