@@ -20,6 +20,7 @@ from sen.errors import StructureError
 from sen.graph import GraphConfig, build_graph, collate
 from sen.io import DEFAULT_MAX_ATOMS, validate_structure
 from sen.model import SEN, Ensemble, SENConfig
+from sen.stacked import StackedSEN
 from sen.symmetry import SymmetryReport, analyze_symmetry
 
 
@@ -42,6 +43,13 @@ class Predictor:
         self.name = name
         self.path = path  # the model.pt this predictor was loaded from, if any
         self.max_atoms = DEFAULT_MAX_ATOMS  # bound the work one call can trigger
+        # an ensemble of SEN networks runs as one stacked network (the same numbers, a fraction of the time)
+        self.stacked = None
+        if isinstance(model, Ensemble) and all(type(m) is SEN for m in model.members):
+            try:
+                self.stacked = StackedSEN(list(model.members)).to(self.device)
+            except ValueError:  # networks of different shapes: run them one after the other
+                self.stacked = None
 
     @property
     def targets(self) -> tuple[str, ...]:
@@ -110,11 +118,23 @@ class Predictor:
         results: list[dict] = []
         for start in range(0, len(structures), batch_size):
             graphs, reports = self._graphs(structures[start : start + batch_size])
-            out = self.model(collate(graphs).to(self.device))
+            out = self._forward(collate(graphs).to(self.device))
             for row, report in zip(self._rows(out, len(graphs)), reports, strict=False):
                 row.update(space_group_symbol=report.space_group_symbol, space_group_number=report.space_group_number)
                 results.append(row)
         return results
+
+    def _forward(self, batch, explain: bool = False, per_network: bool = False):
+        """The model's outputs for ``batch`` (with ``per_network``: also each network's own outputs)."""
+        if self.stacked is not None:
+            outs = self.stacked(batch, explain=explain)
+            out = self.model.combine(outs, batch.crystal_index if explain else None)
+        else:
+            out = self.model(batch, explain=explain)
+            outs = [out]
+            if per_network and isinstance(self.model, Ensemble):
+                outs = [m(batch, explain=explain) for m in self.model.members]
+        return (out, outs) if per_network else out
 
     def _rows(self, out: dict[str, torch.Tensor], n: int) -> list[dict]:
         rows = []
@@ -144,40 +164,53 @@ class Predictor:
         * ``orbit_capsule_mutual_information`` (bits) between each atom's orbit and its
           dominant capsule, and ``orbit_entropy`` (bits), its upper bound.
 
-        For an ensemble the predictions (and ``atom_contributions``) are the ensemble's, the
-        routing matrices the first network's: capsules of different networks do not correspond.
+        * ``networks``: for an ensemble, the routing keys above (``routing`` ... ``orbit_entropy``) of
+          every network, in order (the first is the one at the top level), computed in the same pass.
+
+        For an ensemble the predictions (and ``atom_contributions``) are the ensemble's, the top-level
+        routing matrices the first network's: capsules of different networks do not correspond, so they
+        are never averaged; compare networks through ``networks``.
         """
         graphs, reports = self._graphs([structure], symprec)
-        out = self.model(collate(graphs).to(self.device), explain=True)
+        batch = collate(graphs).to(self.device)
+        out, per_network = self._forward(batch, explain=True, per_network=True)
         if "routing" not in out:
             raise ValueError(f"the {type(self.model).__name__} model has no capsule routing to explain")
         result = self._rows(out, 1)[0]
         report: SymmetryReport = reports[0]
-        routing = out["routing"].cpu().numpy()
-        orbit = report.orbit_index
-        orbit_routing = np.stack([routing[orbit == k].mean(0) for k in range(report.n_orbits)])
-        dominant = routing.argmax(1)
-        mi, h_orbit = mutual_information(orbit, dominant)
         result.update(
             symmetry=report,
             space_group_symbol=report.space_group_symbol,
             space_group_number=report.space_group_number,
             crystal_system=report.crystal_system,
             point_group=report.point_group,
-            orbit_index=orbit,
+            orbit_index=report.orbit_index,
             wyckoff_labels=report.orbit_labels,
-            routing=routing,
-            orbit_routing=orbit_routing,
-            capsule_attention=out["capsule_attention"][0].cpu().numpy(),
-            capsule_activation=out["capsule_activation"][0].cpu().numpy(),
-            output_routing=out["output_routing"][0].cpu().numpy(),
             atom_contributions=out["atom_contributions"].cpu().numpy(),
-            dominant_capsule=dominant,
-            routing_spread=float(np.abs(routing - orbit_routing[orbit]).max()),
-            orbit_capsule_mutual_information=mi,
-            orbit_entropy=h_orbit,
+            **_routing_of(out, report),
+            networks=[_routing_of(o, report) for o in per_network],
         )
         return result
+
+
+def _routing_of(out: dict[str, torch.Tensor], report: SymmetryReport) -> dict:
+    """One network's routing matrices for one crystal, with its orbit averages and agreement numbers."""
+    routing = out["routing"].cpu().numpy()
+    orbit = report.orbit_index
+    orbit_routing = np.stack([routing[orbit == k].mean(0) for k in range(report.n_orbits)])
+    dominant = routing.argmax(1)
+    mi, h_orbit = mutual_information(orbit, dominant)
+    return {
+        "routing": routing,
+        "orbit_routing": orbit_routing,
+        "capsule_attention": out["capsule_attention"][0].cpu().numpy(),
+        "capsule_activation": out["capsule_activation"][0].cpu().numpy(),
+        "output_routing": out["output_routing"][0].cpu().numpy(),
+        "dominant_capsule": dominant,
+        "routing_spread": float(np.abs(routing - orbit_routing[orbit]).max()),
+        "orbit_capsule_mutual_information": mi,
+        "orbit_entropy": h_orbit,
+    }
 
 
 def mutual_information(labels_a: np.ndarray, labels_b: np.ndarray) -> tuple[float, float]:
