@@ -57,9 +57,7 @@ def sidebar(gallery: list[Example], predictor: Predictor | None) -> Settings:
     if inspected is not None:
         show = SHOW_UPLOADS
         if example is not None:
-            show = st.sidebar.radio(
-                "Show in detail", (SHOW_UPLOADS, SHOW_EXAMPLE), key="show_source", horizontal=True
-            )
+            show = st.sidebar.radio("Show in detail", (SHOW_UPLOADS, SHOW_EXAMPLE), key="show_source", horizontal=True)
         if show == SHOW_UPLOADS:
             crystal = inspected
     symprec, angle = _tolerances(predictor)

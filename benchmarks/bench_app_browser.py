@@ -72,16 +72,23 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve_app(port: int | None = None, timeout_s: float = 120.0) -> Iterator[str]:
-    """Run ``streamlit run app/Home.py`` on ``port`` (default: a free one); yield its URL."""
+def serve_app(
+    port: int | None = None, timeout_s: float = 120.0, log_path: Path | None = None, env: dict | None = None
+) -> Iterator[str]:
+    """Run ``streamlit run app/Home.py`` on ``port`` (default: a free one); yield its URL.
+
+    The server's output goes to ``log_path`` when given; ``env`` sets environment variables (None
+    removes one: ``{"OMP_NUM_THREADS": None, "SEN_THREADS": "auto"}`` gives torch its default threads).
+    """
     port = port or free_port()
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    base = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env = {k: v for k, v in {**base, **(env or {})}.items() if v is not None}  # None: remove the variable
     command = [
         sys.executable, "-m", "streamlit", "run", "app/Home.py",
         "--server.port", str(port), "--server.headless", "true",
         "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
     ]  # fmt: skip
-    log = tempfile.TemporaryFile()
+    log = open(log_path, "w+b") if log_path is not None else tempfile.TemporaryFile()  # noqa: SIM115
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:

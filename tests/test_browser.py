@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import sys
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -179,3 +181,43 @@ def test_bad_upload_shows_its_reason_and_the_page_keeps_working(page, app_url):
     opening = gallery[default_index(gallery)]
     wait_for_complete_page(page, opening.name, digest_of(opening.path))  # the example is shown instead
     screenshot(page, "browser_bad_upload.png")
+
+
+def _lifepo4_copies(n: int) -> list[dict]:
+    """``n`` LiFePO4 CIFs with different bytes (a comment line), so none is served from the cache."""
+    text = (ROOT / "assets" / "examples" / "lifepo4_olivine.cif").read_text()
+    return [
+        {
+            "name": f"lifepo4_{i:02d}.cif",
+            "mimeType": "chemical/x-cif",
+            "buffer": f"# copy {i} {time.time()}\n{text}".encode(),
+        }
+        for i in range(n)
+    ]
+
+
+def test_leaving_the_page_stops_a_batch_prediction(chromium, app_url, tmp_path):
+    """Streamlit stops a session's run when its websocket closes; the batch loop gives it the chance
+    after every file (the progress bar), so the server stops predicting within a file or so."""
+    del app_url  # needs the weights check of that fixture, but its own server, to read the log
+    log_path = tmp_path / "server.log"
+    with serve_app(log_path=log_path) as url:
+        context = chromium.new_context(viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        open_app(page, url)
+        files = _lifepo4_copies(48)  # about 50 ms each: a batch of 2-3 s
+        page.locator('[data-testid="stSidebar"] input[type="file"]').set_input_files(files=files)
+        page.wait_for_function(
+            """() => [...document.querySelectorAll('[data-testid="stProgress"]')]
+                      .some(e => /^[0-9]+ of 48 files: /.test(e.innerText.trim()))""",
+            polling=20,
+            timeout=60_000,
+        )
+        context.close()  # the visitor leaves in the middle of the batch
+        deadline = time.monotonic() + 30
+        while "batch prediction stopped after" not in log_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        log = log_path.read_text()
+    stopped = re.search(r"batch prediction stopped after (\d+) of 48 files", log)
+    assert stopped, log[-3000:]
+    assert int(stopped.group(1)) < 48
