@@ -187,7 +187,7 @@ _SAFE_LINE = 4096  # characters in a line or a text field (CIF 1.1 allows 2048)
 _SAFE_QUOTE_WORK = 2_000_000  # pymatgen's CIF tokeniser is quadratic in quotes per line
 _SAFE_CIF_BLOCKS = 4
 _SAFE_CIF_ROWS = 600
-_SAFE_CIF_POSITIONS = 12_000  # atom-site rows x symmetry operations
+_SAFE_CIF_POSITIONS = 2_000  # atom-site rows x symmetry operations (Fm-3m, 20 rows: 3,840, 0.86 s)
 _SAFE_XYZ_BYTES = 64 * 1024
 
 

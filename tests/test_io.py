@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -262,3 +266,255 @@ def test_validate_structure_accepts_good_and_refuses_bad(crystals):
         validate_structure(s)
     with pytest.raises(StructureError, match="no atoms"):
         validate_structure(Structure(Lattice.cubic(3.0), [], []))
+
+
+# ----------------------------------------------------------------------------- hostile input: answered fast
+
+EXAMPLES = sorted((Path(__file__).parents[1] / "assets" / "examples").glob("*.cif"))
+REGRESSIONS = sorted((Path(__file__).parent / "data" / "io_regressions").glob("*"))
+ANSWER_BUDGET = 2.0  # seconds: every input up to 5 MB is accepted or refused within this
+
+
+def timed_error(data: bytes, filename: str) -> tuple[str, float]:
+    t = time.perf_counter()
+    msg = error_of(data, filename=filename)
+    return msg, time.perf_counter() - t
+
+
+def cif_with_sites(symbol: str, rows, a: float = 20.0) -> bytes:
+    head = (
+        f"data_t\n_symmetry_space_group_name_H-M '{symbol}'\n_cell_length_a {a}\n_cell_length_b {a}\n"
+        f"_cell_length_c {a}\n_cell_angle_alpha 90\n_cell_angle_beta 90\n_cell_angle_gamma 90\n"
+        "loop_\n_atom_site_label\n_atom_site_type_symbol\n_atom_site_fract_x\n_atom_site_fract_y\n"
+        "_atom_site_fract_z\n_atom_site_occupancy\n"
+    )
+    body = "\n".join(f"Na{k} Na {x:.6f} {y:.6f} {z:.6f} 1" for k, (x, y, z) in enumerate(rows, 1))
+    return (head + body + "\n").encode()
+
+
+def test_p1_supercell_of_21952_atoms_is_refused_before_parsing(crystals):
+    big = crystals["NaCl"] * (14, 14, 14)
+    data = cif_text(big).encode()
+    assert len(big) == 21952 and len(data) > 1_000_000
+    msg, seconds = timed_error(data, "supercell.cif")
+    assert "21,952 atom sites" in msg and "limit of 500" in msg
+    assert seconds < ANSWER_BUDGET
+
+
+@pytest.mark.parametrize(("symbol", "n_ops"), [("F m -3 m", 192), ("I a -3 d", 96)])
+def test_symmetry_expansion_to_tens_of_thousands_of_atoms_is_refused(symbol, n_ops):
+    data = cif_with_sites(symbol, np.random.default_rng(0).random((400, 3)))
+    msg, seconds = timed_error(data, "exploding.cif")
+    assert f"400 atom sites and {n_ops} symmetry operations" in msg and "limit of 500" in msg
+    assert seconds < ANSWER_BUDGET
+
+
+def test_symmetry_from_number_only_is_counted_too():
+    data = cif_with_sites("", np.random.default_rng(1).random((50, 3))).replace(
+        b"_symmetry_space_group_name_H-M ''", b"_symmetry_Int_Tables_number 225"
+    )
+    assert "192 symmetry operations" in error_of(data, filename="number.cif")
+
+
+def test_a_symmetric_file_within_the_limit_still_reads():
+    # 20 rows on the 24e orbit (x, 0, 0) of Fm-3m: 3,840 positions to generate, 480 atoms
+    data = cif_with_sites("F m -3 m", [(0.01 + 0.0245 * k, 0, 0) for k in range(20)], a=60.0)
+    assert len(read_structure(data, filename="orbit.cif")) == 480
+
+
+def test_poscar_and_xyz_counts_of_a_billion_are_refused_at_once():
+    poscar = b"NaCl\n1.0\n5.64 0 0\n0 5.64 0\n0 0 5.64\nNa Cl\n1000000000 1\nDirect\n0 0 0\n0.5 0.5 0.5\n"
+    msg, seconds = timed_error(poscar, "POSCAR")
+    assert "1,000,000,001 atoms on its counts line" in msg and seconds < 0.5
+    xyz = b'1000000000\nLattice="5.64 0 0 0 5.64 0 0 0 5.64" Properties=species:S:1:pos:R:3 pbc="T T T"\nNa 0 0 0\n'
+    msg, seconds = timed_error(xyz, "big.xyz")
+    assert "1,000,000,000 atoms" in msg and seconds < 0.5
+    assert "negative atom count" in error_of(poscar.replace(b"1000000000 1", b"-5 7"), filename="POSCAR")
+
+
+def test_symmetry_loop_longer_than_any_space_group_is_refused(crystals):
+    text = cif_text(crystals["Cu"]).replace("  1  'x, y, z'", "\n".join(f"  {i} 'x, y, z'" for i in range(1000)))
+    assert "1,000 symmetry operations" in error_of(text, filename="ops.cif")
+
+
+def test_risky_files_are_parsed_in_a_bounded_worker(crystals):
+    import sen.io as sio
+
+    big = crystals["NaCl"] * (4, 4, 4)  # 512 atoms: estimated over the limit, so parsed in the worker
+    calls = []
+    real = sio.run_bounded
+    sio.run_bounded = lambda *a, **k: calls.append(a) or real(*a, **k)
+    try:
+        assert "512 atoms" in error_of(cif_text(big), filename="big.cif")
+        assert len(read_structure(cif_text(crystals["NaCl"]), filename="small.cif")) == 8
+    finally:
+        sio.run_bounded = real
+    assert len(calls) == 1  # the small file was parsed in-process
+
+
+def _sleep_forever():
+    while True:
+        time.sleep(1)
+
+
+def _allocate_too_much():
+    return bytearray(8 * 1024**3)
+
+
+def test_run_bounded_stops_hangs_and_memory_explosions():
+    from sen.io_guard import ReaderFailed, run_bounded
+
+    t = time.perf_counter()
+    with pytest.raises(StructureError, match="took longer than 0.3 s"):
+        run_bounded(_sleep_forever, time_limit=0.3)
+    assert time.perf_counter() - t < 1.5
+    with pytest.raises(StructureError, match="too much memory"):
+        run_bounded(_allocate_too_much, time_limit=5, memory_limit=256 * 1024**2)
+    with pytest.raises(ReaderFailed):
+        run_bounded(int, ("not a number",), time_limit=5)
+    assert run_bounded(sum, ([1, 2, 3],), time_limit=5) == 6
+
+
+# ----------------------------------------------------------------------------- coordinates, lattice, density
+
+
+def test_coordinates_far_outside_the_cell_are_wrapped_or_refused():
+    poscar = "x\n1.0\n4 0 0\n0 4 0\n0 0 4\nNa\n1\nDirect\n200 200 200.25\n"
+    s = read_structure(poscar, filename="POSCAR")
+    assert np.allclose(s.frac_coords, [[0, 0, 0.25]])
+    for bad, expected in (("1e4", "over 1000 cells"), ("1e308", "over 1000 cells"), ("nan", "NaN or infinite")):
+        assert expected in error_of(poscar.replace("200 200 200.25", f"{bad} 0 0"), filename="POSCAR")
+
+
+def test_validate_structure_wraps_sites_in_place():
+    s = Structure(Lattice.cubic(5.0), ["Na", "Cl"], [[0, 0, 0], [300.5, -7.5, 0.5]], to_unit_cell=False)
+    validate_structure(s)
+    assert np.allclose(s.frac_coords[1], [0.5, 0.5, 0.5])
+
+
+@pytest.mark.parametrize(
+    ("lattice", "expected"),
+    [
+        (Lattice.cubic(1000.0), "1000 Å long, over the limit of 250 Å"),
+        (Lattice.from_parameters(500, 500, 5, 90, 90, 0.5), "500 Å long"),
+        (Lattice.cubic(1e5), "over the limit of 250 Å"),
+        (Lattice([[3, 0, 0], [170, 3, 0], [170, 170, 3]]), "too flat or skewed"),  # 27 Å³ cell, absurd basis
+    ],
+)
+def test_lattices_that_would_explode_the_neighbour_search_are_refused(lattice, expected):
+    s = Structure(lattice, ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    for text, name in ((json_text(s), "x.json"), (poscar_text(s), "POSCAR")):
+        assert expected in error_of(text, filename=name)
+
+
+def test_too_dense_cell_is_refused():
+    rng = np.random.default_rng(0)
+    s = Structure(Lattice.cubic(6.0), ["C"] * 200, rng.random((200, 3)))  # 1.08 Å³ per atom
+    assert "too dense" in error_of(json_text(s), filename="dense.json")
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_crystal_passes_the_new_bounds(path):
+    s = read_structure(path)
+    assert 1 <= len(s) <= 200 and np.all((s.frac_coords >= 0) & (s.frac_coords < 1))
+
+
+# ----------------------------------------------------------------------------- messages in the user's terms
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        ("a.cif", "data_x\n_cell_length_a 4\nloop_\n_atom_site_label\n_atom_site_fract_x\n_atom_site_fract_y\nNa\n",
+         "not a whole number of rows"),
+        ("a.cif", "data_x\nloop_\n_atom_site_label\n_atom_site_fract_x\n_atom_site_fract_y\n_atom_site_fract_z\n"
+         "Na 0 0 0\n", "cell parameters are missing"),
+        ("a.cif", "data_x\n_cell_length_a 0\n_cell_length_b 4\n_cell_length_c 4\n_cell_angle_alpha 90\n"
+         "_cell_angle_beta 90\n_cell_angle_gamma 90\nloop_\n_atom_site_label\n_atom_site_fract_x\n"
+         "_atom_site_fract_y\n_atom_site_fract_z\nNa 0 0 0\n", "cell length is zero"),
+        ("notes.txt", "just some notes\nabout my crystal\nnothing more\n", "does not look like a CIF, POSCAR"),
+        (None, "hello\nworld\n", "does not look like a CIF, POSCAR"),
+    ],
+)  # fmt: skip
+def test_broken_files_get_messages_in_the_users_terms(name, text, expected):
+    msg = error_of(text, filename=name)
+    assert expected in msg
+    for internal in ("modulo", "index out of range", "object", "Error", "NoneType", "'str'"):
+        assert internal not in msg, msg
+
+
+# ----------------------------------------------------------------------------- JSON never loads code
+
+
+def test_json_asking_for_a_module_imports_nothing(crystals):
+    d = crystals["CsCl"].as_dict()
+    fake = "sen_no_such_module_for_tests"
+    assert "this" not in sys.modules and fake not in sys.modules
+    for payload in ({"@module": "this", "@class": "x"}, {"@module": fake, "@class": "Evil"}):
+        d["sites"][0]["properties"] = {"magmom": payload}
+        before = set(sys.modules)
+        msg = error_of(json.dumps(d), filename="evil.json")
+        assert "Python object" in msg or "module" in msg
+        assert set(sys.modules) == before
+
+
+def test_json_callable_is_never_called(crystals, monkeypatch):
+    called = []
+    monkeypatch.setattr(os, "system", lambda *a: called.append(a))
+    d = crystals["CsCl"].as_dict()
+    d["sites"][0]["properties"] = {"x": {"@module": "os", "@callable": "system"}}
+    assert "@callable" in error_of(json.dumps(d), filename="evil.json")
+    top = {"@module": "os", "@callable": "system", "lattice": d["lattice"], "sites": d["sites"]}
+    assert "@callable" in error_of(json.dumps(top), filename="evil.json")
+    assert not called
+
+
+def test_json_reader_keeps_what_a_crystal_is_made_of(crystals):
+    s = crystals["SrTiO3"].copy()
+    s.add_oxidation_state_by_element({"Sr": 2, "Ti": 4, "O": -2})
+    s.add_site_property("magmom", [0.0, 0.5, 0, 0, 0])
+    s.add_site_property("selective_dynamics", [[True, True, False]] * 5)
+    back = read_structure(json_text(s), filename="sto.json")
+    assert back == s and back.site_properties["magmom"] == [0.0, 0.5, 0, 0, 0]
+    assert str(back[1].specie) == "Ti4+"
+    d = s.as_dict()
+    d["lattice"] = {k: d["lattice"][k] for k in ("a", "b", "c", "alpha", "beta", "gamma")}
+    for site in d["sites"]:
+        del site["abc"]
+    assert same_crystal(read_structure(json.dumps(d), filename="params.json"), s)
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "nested"),
+        ('{"lattice": {"matrix": [[4,0,0],[0,4,0],[0,0,4]]}, "sites": [' + "[" * 40 + "]" * 40 + "]}", "nested"),
+        ('{"lattice": {"matrix": [[4,0,0],[0,4,0],[0,0,4]]}, "sites": [{"species": [{"element": "Na", "occu": 1}],'
+         ' "abc": [0, 0, "x"]}]}', "list of 3 numbers"),
+        ('{"lattice": {"matrix": [[4,0,0],[0,4,0],[0,0,4]]}, "sites": [{"species": [{"element": "Na", "occu": 1}],'
+         ' "abc": [NaN, 0, 0]}]}', "NaN or infinite"),
+        ('{"lattice": {"matrix": [[4,0,0],[0,4,0],[0,0,4]]}, "sites": [{"species": [{"element": "Na", "occu": 1}],'
+         ' "abc": [0, 0, 0], "properties": {"p": {"a": 1}}}]}', "not a plain value"),
+        ('{"lattice": {"matrix": "big"}, "sites": []}', "three vectors"),
+        ('{"lattice": {"matrix": [[4,0,0],[0,4,0],[0,0,4]]}, "sites": [' + ", ".join(['{"abc": [0,0,0]}'] * 501)
+         + "]}", "501 atoms"),
+    ],
+)  # fmt: skip
+def test_json_malformed_or_oversized_is_refused(payload, expected):
+    assert expected in error_of(payload, filename="x.json")
+
+
+# ----------------------------------------------------------------------------- regressions from fuzzing
+
+
+@pytest.mark.parametrize("path", REGRESSIONS, ids=lambda p: p.name)
+def test_fuzz_regression_inputs_are_answered_cleanly(path):
+    name = path.name.split("__", 1)[-1]  # files are stored as <id>__<name the input was read as>
+    t = time.perf_counter()
+    try:
+        s = read_structure(path.read_bytes(), filename=name)
+    except StructureError as exc:
+        assert str(exc) and "\n" not in str(exc)
+    else:
+        validate_structure(s)
+    assert time.perf_counter() - t < ANSWER_BUDGET
