@@ -54,6 +54,23 @@ def _parser(train_options: bool = True) -> argparse.ArgumentParser:
     tr.add_argument("--no-progress", action="store_true", help="no progress bars")
     tr.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
 
+    sc = sub.add_parser("screen", help="predict for many crystals into a Parquet or CSV file, resumably")
+    sc.add_argument("inputs", nargs="+", metavar="INPUT",
+                    help="folders of structure files, .jsonl(.gz) / .csv / .parquet with a cif column, ASE .db files")  # fmt: skip
+    sc.add_argument("--out", required=True, help="results.parquet, or results.csv for CSV")
+    sc.add_argument("--engine", choices=("auto", "local", "ray"), default="auto",
+                    help="local process pool, or Ray (auto: Ray when installed and --address / RAY_ADDRESS is set)")  # fmt: skip
+    sc.add_argument("--workers", type=int, default=None,
+                    help="worker processes (local) or CPUs of a local Ray (default: all cores; 0: in this process)")  # fmt: skip
+    sc.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS; none: a local Ray)")
+    sc.add_argument("--actors", type=int, default=None, help="Ray: predicting actors (default: one per GPU, else CPUs/2)")
+    sc.add_argument("--model", default=None, help="a shipped model's name or the path of a model.pt (default: sen_mp)")
+    sc.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    sc.add_argument("--batch-size", type=int, default=64, help="crystals per network call (default 64)")
+    sc.add_argument("--part-rows", type=int, default=5000, help="rows per committed part file (default 5000)")
+    sc.add_argument("--overwrite", action="store_true", help="start again: remove the output and its parts first")
+    sc.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     ev = sub.add_parser("evaluate", help="MAE, RMSE, R² and a parity plot for a model on a dataset")
     ev.add_argument("--model", required=True, help="model.pt, a folder with one, or a shipped model's name")
     ev.add_argument("--data", required=True, help="dataset (same formats as train)")
@@ -73,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     _set_threads()
     try:
-        return {"predict": _predict, "symmetry": _symmetry, "train": _train, "evaluate": _evaluate}[args.command](args)
+        return {"predict": _predict, "symmetry": _symmetry, "train": _train, "evaluate": _evaluate,
+                "screen": _screen}[args.command](args)
     except (StructureError, FileNotFoundError, ValueError) as exc:  # CheckpointError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -146,6 +164,26 @@ def format_rows(rows: list[dict], fmt: str) -> str:
         else:
             lines.append("  ".join(str(r[c]).ljust(widths[c]) for c in cols))
     return "\n".join(lines) + "\n"
+
+
+def _screen(args) -> int:
+    """``sen screen``: the summary on stderr; exit status 1 when some records failed. SIGTERM, like
+    Ctrl-C, commits the rows so far (re-running the same command resumes)."""
+    import signal
+
+    from sen.screen import screen
+
+    def _stop(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        summary = screen(args.inputs, args.out, model=args.model or "sen_mp", device=args.device, engine=args.engine,
+                         workers=args.workers, address=args.address, actors=args.actors, batch_size=args.batch_size,
+                         part_rows=args.part_rows, overwrite=args.overwrite, progress=not args.no_progress)  # fmt: skip
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 1 if summary.failed else 0
 
 
 def _symmetry(args) -> int:

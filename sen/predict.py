@@ -136,6 +136,20 @@ class Predictor:
                 outs = [m(batch, explain=explain) for m in self.model.members]
         return (out, outs) if per_network else out
 
+    def screen(self, items, *, workers: int = 0, batch_size: int = 64):
+        """Screen many crystals: yield one result row per item, in order, as :mod:`sen.screen` writes them.
+
+        ``items``: Structures, ``(id, structure)`` pairs, dicts with an id and a ``cif`` (or
+        ``structure``), file paths or structure text. Each row has the columns of
+        :data:`sen.screen.SCREEN_COLUMNS` (``band_gap_eV``, ``formation_energy_eV_per_atom``, their
+        ``*_std`` spreads, ``metal_probability``, ...); an item that cannot be used gives a row with
+        its one-line ``error`` and null predictions. ``workers > 0`` featurises and predicts in that
+        many processes (each loads this predictor's weights file once); 0 runs here.
+        """
+        from sen.screen import iter_screen
+
+        return iter_screen(self, items, workers=workers, batch_size=batch_size)
+
     def _rows(self, out: dict[str, torch.Tensor], n: int) -> list[dict]:
         rows = []
         for i in range(n):
