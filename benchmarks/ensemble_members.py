@@ -37,7 +37,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("candidates", nargs="+", type=Path, help="best.pt / model.pt files")
     ap.add_argument("--max-networks", type=int, default=3, help="at most this many networks in the ensemble")
-    ap.add_argument("--split", type=Path, default=Path("sen/sen/models/sen_mp/split.json"))
+    ap.add_argument("--split", type=Path, default=Path("sen/models/sen_mp/split.json"))
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "ensemble_members.json")
     args = ap.parse_args()
 

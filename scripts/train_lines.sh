@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Train independent SEN networks for an ensemble like models/sen_mp, several at once (one GPU is shared
+# Train independent SEN networks for an ensemble like sen/models/sen_mp, several at once (one GPU is shared
 # by all of them; on the CPU give each one core). One line per SEED, the recipe of the shipped networks:
 #   1. pretrain:  configs/sen_mp.toml (lr 2e-3, cosine), the shipped split (--split-seed 0), --seed SEED
 #   2. fine-tune: configs/sen_mp_fe.toml from the pretrained network (lr 5e-4, formation energy weighted 3x),

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import spglib
 from pymatgen.core import Structure
-from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 from sen.errors import StructureError
 
@@ -195,7 +194,10 @@ def analyze_symmetry(
 _CENTERING_TRANSLATIONS = {"P": 1, "A": 2, "B": 2, "C": 2, "I": 2, "R": 3, "F": 4}
 
 
-def _analyzer(structure: Structure, symprec: float, angle_tolerance: float) -> SpacegroupAnalyzer:
+def _analyzer(structure: Structure, symprec: float, angle_tolerance: float):
+    # imported here: pymatgen's analyzer pulls in scipy.cluster, which prediction itself never needs
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
     return SpacegroupAnalyzer(structure, symprec=symprec, angle_tolerance=angle_tolerance)
 
 
