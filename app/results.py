@@ -76,7 +76,7 @@ def failure_reason(step: str, exc: BaseException) -> str:
     """What went wrong in ``step`` (e.g. "the prediction"), in one line, in the user's terms."""
     if isinstance(exc, MemoryError):
         return f"{step} needs more memory than this server has; is the cell unusually large or sparse?"
-    if type(exc).__name__ == "SymmetryUndeterminedError" or isinstance(exc, (spglib.SpglibError,)):
+    if type(exc).__name__ == "SymmetryUndeterminedError" or isinstance(exc, spglib.SpglibError):
         return f"spglib could not determine the symmetry for {step}; try another symmetry tolerance"
     if isinstance(exc, RecursionError):
         return f"{step} is too deeply nested to compute for this crystal"

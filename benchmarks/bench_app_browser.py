@@ -182,6 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="picks per crystal (default 3)")
     parser.add_argument("--max-atoms", type=int, default=30, help="largest crystal to include (default 30)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--sen-threads",
+        default=None,
+        help='SEN_THREADS for the server (default: unset, one thread); "auto": torch\'s own',
+    )
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(ROOT))
@@ -196,7 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     opening = gallery[default_index(gallery)]
     runs: list[dict] = []
     load_before = os.getloadavg()
-    with serve_app() as url, sync_playwright() as pw:
+    server_env = None
+    if args.sen_threads is not None:  # "auto" also lifts the OMP_NUM_THREADS=1 that serve_app sets
+        server_env = {"SEN_THREADS": args.sen_threads}
+        if args.sen_threads.lower() in ("auto", "0"):
+            server_env.update(OMP_NUM_THREADS=None, MKL_NUM_THREADS=None)
+    with serve_app(env=server_env) as url, sync_playwright() as pw:
         browser = launch_chromium(pw)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         started = time.perf_counter()
@@ -272,7 +282,12 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
             "chromium": chromium_version,
         },
-        "settings": {"repeats": args.repeats, "max_atoms": args.max_atoms, "viewport": "1400x1000"},
+        "settings": {
+            "repeats": args.repeats,
+            "max_atoms": args.max_atoms,
+            "viewport": "1400x1000",
+            "sen_threads": args.sen_threads,
+        },
         "first_page_s": round(first_page_s, 3),  # first visitor after a server start (imports, model load)
         "second_visit_s": round(second_visit_s, 3),
         "summary": summary,

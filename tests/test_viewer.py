@@ -143,3 +143,19 @@ def test_missing_local_3dmol_is_announced_and_the_cdn_used(monkeypatch, tmp_path
     assert not at.exception
     assert any("3Dmol.js is not installed" in w.value for w in at.warning)
     assert CDN_3DMOL_URL in at.get("iframe")[0].proto.srcdoc
+
+
+def test_labels_go_on_every_drawn_atom_and_thin_out_for_large_supercells():
+    s = rocksalt()
+    names = [f"{site.specie.symbol} site" for site in s]
+    parents, cart = cell_atoms(s)
+    sites = viewer.label_sites(s, parents, cart, (1, 1, 1), names)
+    assert len(sites) == 27  # the 8 corners of the Na at the origin included
+    assert [text for text, _ in sites].count("Na site") == 14 and [text for text, _ in sites].count("Cl site") == 13
+    assert all(position.tolist() == drawn.tolist() for (_, position), drawn in zip(sites, cart, strict=True))
+    parents, cart = cell_atoms(s, (3, 3, 3))
+    assert not viewer.labels_every_atom(len(parents))  # 7 x 7 x 7 = 343 atoms drawn
+    sites = viewer.label_sites(s, parents, cart, (3, 3, 3), names)
+    assert len(sites) == 27 * 2  # one per label and cell
+    page = build_viewer_html(s, [colour_by_element(s)], supercell=(3, 3, 3), atom_labels=names, js_url=LOCAL_3DMOL_URL)
+    assert page.count('addLabel("Na site"') == 27 and page.count('addLabel("Cl site"') == 27
