@@ -34,7 +34,6 @@ POINT_GROUP_ORDERS = dict(
                        12, 24, 24, 24, 48), strict=True)
 )  # fmt: skip
 
-WYCKOFF_LETTERS = "abcdefghijklmnopqrstuvwxyzA"  # 'A' is alpha, the general position of Pmmm
 
 
 def crystal_system_of(space_group_number: int) -> str:
@@ -256,8 +255,3 @@ def crystal_system_index(name: str) -> int:
     """Index of a crystal system in :data:`CRYSTAL_SYSTEMS`."""
     return CRYSTAL_SYSTEMS.index(name)
 
-
-def wyckoff_letter_index(letter: str) -> int:
-    """Index of a Wyckoff letter (0 = 'a'); unknown letters map past the end."""
-    pos = WYCKOFF_LETTERS.find(letter)
-    return pos if pos >= 0 else len(WYCKOFF_LETTERS)

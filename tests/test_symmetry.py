@@ -19,7 +19,6 @@ from sen.symmetry import (
     crystal_system_of,
     point_group_index,
     primitive_standard_structure,
-    wyckoff_letter_index,
 )
 
 # name -> (space group symbol, number, Hall symbol, point group, crystal system, orbit labels in atom order)
@@ -235,4 +234,3 @@ def test_index_helpers():
     assert len(POINT_GROUPS) == 32 and len(set(POINT_GROUPS)) == 32
     assert point_group_index("m-3m") == 31 and point_group_index("1") == 0 and point_group_index("nonsense") == 0
     assert [crystal_system_index(c) for c in CRYSTAL_SYSTEMS] == list(range(7))
-    assert wyckoff_letter_index("a") == 0 and wyckoff_letter_index("A") == 26 and wyckoff_letter_index("?") == 27
