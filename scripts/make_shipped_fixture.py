@@ -114,12 +114,44 @@ def measure_mae(out: Path, legacy_eps: bool, batch_size: int = 64) -> dict:
     return result
 
 
+def measure_invariance(n: int, out: Path | None = None, seed: int = 1) -> dict:
+    """The invariance measurement of ``tests/test_shipped_invariance.py`` on ``n`` random test crystals."""
+    import importlib.util
+
+    import torch
+
+    from sen import Predictor
+
+    spec = importlib.util.spec_from_file_location("shipped_invariance", ROOT / "tests" / "test_shipped_invariance.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.set_num_threads(1)
+    records = test_records()
+    pick = np.random.default_rng(seed).choice(len(records), size=min(n, len(records)), replace=False)
+    t0 = time.time()
+    res = module.measure(Predictor.load(device="cpu"), [records[i] for i in sorted(pick)])
+    res["seconds"] = time.time() - t0
+    res["n_crystals"] = len(pick)
+    res["n_skipped"] = len(res["skipped"])
+    if out:
+        out.write_text(json.dumps(res))
+    res["skipped"] = f"{len(res['skipped'])} (crystal, cell) pairs over {module.DEFAULT_MAX_ATOMS} atoms"
+    return res
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: write the fixture, or measure the test MAE (``--mae``)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mae", type=Path, help="measure the test-split MAE and write per-crystal results here")
     ap.add_argument("--legacy-eps", action="store_true", help="with --mae: the network as before the fix")
+    ap.add_argument("--invariance", type=int, metavar="N",
+                    help="predict N random test crystals under every cell choice (tests/test_shipped_invariance.py)")
+    ap.add_argument("--out", type=Path, help="with --invariance: write the per-crystal predictions here")
     args = ap.parse_args(argv)
+    if args.invariance:
+        res = measure_invariance(args.invariance, args.out)
+        print(json.dumps({k: v for k, v in res.items() if k != "predictions"}, indent=1))
+        return 0
     if args.mae:
         res = measure_mae(args.mae, args.legacy_eps)
         print(json.dumps({k: v for k, v in res.items() if k != "rows"}, indent=1))

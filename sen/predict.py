@@ -150,6 +150,25 @@ class Predictor:
 
         return iter_screen(self, items, workers=workers, batch_size=batch_size)
 
+    def embed(self, structures: Structure | Sequence[Structure], batch_size: int = 64) -> np.ndarray:
+        """The model's own representation of each crystal, for similarity: an (n, F) float32 array.
+
+        Row i holds, for every network in turn, the output capsules its target heads read and its pooled
+        atom features (F = networks x (targets + 1) x capsule width: 1,152 for ``sen_mp``). The crystal
+        library (:mod:`sen.library`) reduces it with a PCA stored beside it: ``Library.nearest`` finds the
+        known crystals closest to a structure in that space.
+        """
+        from sen.library import network_features
+
+        if isinstance(structures, Structure):
+            structures = [structures]
+        structures = list(structures)
+        parts = []
+        for start in range(0, len(structures), batch_size):
+            graphs, _ = self._graphs(structures[start : start + batch_size])
+            parts.append(network_features(self, collate(graphs).to(self.device))[1])
+        return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+
     def _rows(self, out: dict[str, torch.Tensor], n: int) -> list[dict]:
         rows = []
         for i in range(n):

@@ -35,7 +35,6 @@ POINT_GROUP_ORDERS = dict(
 )  # fmt: skip
 
 
-
 def crystal_system_of(space_group_number: int) -> str:
     """Crystal system of a space group (1-230)."""
     bounds = (2, 15, 74, 142, 167, 194, 230)
