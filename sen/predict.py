@@ -170,12 +170,13 @@ class Predictor:
         return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
 
     def _rows(self, out: dict[str, torch.Tensor], n: int) -> list[dict]:
+        keys = [*self.targets, *(f"{t}_std" for t in self.targets), "metal_probability"]
+        # one copy from the device per output (not one per crystal and key): no per-crystal sync on a GPU
+        values = {k: out[k][:n].float().cpu().tolist() for k in keys if k in out}
         rows = []
         for i in range(n):
-            row = {t: float(out[t][i]) for t in self.targets}
-            row.update({f"{t}_std": float(out[f"{t}_std"][i]) for t in self.targets if f"{t}_std" in out})
-            if "metal_probability" in out:
-                row["metal_probability"] = float(out["metal_probability"][i])
+            row = {k: v[i] for k, v in values.items()}
+            if "metal_probability" in row:
                 row["is_metal"] = bool(row.get("band_gap", 1.0) == 0.0)
             rows.append(row)
         return rows
