@@ -80,6 +80,9 @@ def _parser(train_options: bool = True) -> argparse.ArgumentParser:
                     help="evaluate on one part of the split stored beside the model (split.json)")  # fmt: skip
     ev.add_argument("--out", default="evaluation", help="folder for parity plots and metrics.json")
     ev.add_argument("--device", default=None)
+    from sen.library import add_library_parser  # numpy and Parquet only when a library command runs
+
+    add_library_parser(sub)
     return p
 
 
@@ -91,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     _set_threads()
     try:
         return {"predict": _predict, "symmetry": _symmetry, "train": _train, "evaluate": _evaluate,
-                "screen": _screen}[args.command](args)
+                "screen": _screen, "library": lambda a: a.run_library(a)}[args.command](args)
     except (StructureError, FileNotFoundError, ValueError) as exc:  # CheckpointError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return 1
