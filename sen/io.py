@@ -191,10 +191,20 @@ _SAFE_CIF_POSITIONS = 2_000  # atom-site rows x symmetry operations (Fm-3m, 20 r
 _SAFE_XYZ_BYTES = 64 * 1024
 
 
+#: No line of a real structure file comes near this (CIF 1.1 allows 2048 characters).
+MAX_LINE_LENGTH = 65_536
+
+
 def _parse(text: str, fmt: str, max_atoms: int) -> Structure:
     """Pre-scan, then parse in-process (simple files) or in a bounded worker (risky ones)."""
     if fmt == "json":
         return parse_structure_json(text, max_atoms=max_atoms)
+    longest = _longest_line(text)
+    if longest > MAX_LINE_LENGTH:
+        raise StructureError(
+            f"this file has a line of {longest:,} characters, and structure files have lines of at most a few "
+            "thousand; check that it is a CIF, POSCAR or XYZ file"
+        )
     if fmt == "cif":
         text = _normalise_cif(text)
         risky = _precheck_cif(text, max_atoms)
@@ -242,7 +252,8 @@ def _normalise_cif(text: str) -> str:
 def _precheck_cif(text: str, max_atoms: int) -> bool:
     """Count the atoms each block makes, refusing too many; True if the parse is risky."""
     scan = scan_cif(text)
-    site_blocks = [b for b in scan.blocks if b.has_sites]
+    named = {b.name: b for b in scan.blocks}  # pymatgen keeps the last block of each name
+    site_blocks = [b for b in named.values() if b.has_sites]
     if not scan.blocks:
         raise StructureError(_NOT_A_STRUCTURE + " (a CIF starts its data with a data_ line)")
     if not site_blocks:
@@ -250,6 +261,8 @@ def _precheck_cif(text: str, max_atoms: int) -> bool:
             "could not read a crystal structure from this CIF file: it has no atom-site loop "
             "(_atom_site_label, _atom_site_fract_x/y/z)"
         )
+    if len(site_blocks) > 1:
+        raise StructureError(f"this CIF contains {len(site_blocks)} structures; upload one structure per file")
     rows = positions = estimate = 0
     for block in site_blocks:
         problem = cell_problem(block)

@@ -42,6 +42,7 @@ _SYMOP_KEYS = (
 )
 _MAGCIF_PREFIXES = ("_space_group_magn", "_atom_site_moment", "_space_group_symop_magn")
 _QUOTED_MARK = "\x00"  # prefixed to quoted tokens that would otherwise look like data names (NULs are refused earlier)
+_NON_SPACE = re.compile(r"\S+")
 _UNCERTAINTY = re.compile(r"\(.+\)*")  # pymatgen's str2float: "0.123(4)" -> 0.123
 
 
@@ -131,9 +132,7 @@ def _line_tokens(line: str, out: list[str]) -> int:
                 continue
             i += 1  # an opening quote with no closing one: pymatgen skips the character
             continue
-        j = i
-        while j < n and not line[j].isspace():
-            j += 1
+        j = _NON_SPACE.match(line, i).end()
         out.append(line[i:j])
         i = j
     return n_quotes * n
