@@ -209,8 +209,8 @@ def reduced_formula(text: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9().]{1,60}", token):
             raise ValueError
         comp = Composition(token)
-        if not comp.elements:
-            raise ValueError
+        if not comp.elements or not all(_element_symbol(str(e)) == str(e) for e in comp.elements):
+            raise ValueError  # pymatgen takes unknown symbols (Q, X) as dummy species
         return comp.reduced_formula
     except Exception:  # pymatgen raises ValueError, KeyError, ... for what is not a formula
         raise LibraryError(f"{token[:40]!r} is neither a formula (LiFePO4) nor elements (Li Fe P O)") from None
