@@ -251,6 +251,9 @@ def main() -> None:
     peak = peak_children = 0
     by_kind: dict[str, int] = {}
     t0 = time.perf_counter()
+    state = {"counts": counts, "over_budget": over_budget, "escapes": escapes, "by_kind": by_kind, "t0": t0,
+             "slowest": lambda: slowest, "slowest_cpu": lambda: slowest_cpu, "peak": lambda: peak,
+             "peak_children": lambda: peak_children, "over_budget_cpu": lambda: over_budget_cpu}  # fmt: skip
     for i, (desc, data, filename) in enumerate(generate(args.inputs, args.seed)):
         kind, seconds, detail, rss, rss_children, cpu = harness.answer(data, filename)
         over_budget_cpu += cpu > BUDGET_S
@@ -270,32 +273,44 @@ def main() -> None:
                 (args.save_failures / f"fuzz{i:05d}__{filename or 'noname'}").write_bytes(data)
         if (i + 1) % 1000 == 0:
             print(f"{i + 1:>6} inputs, {time.perf_counter() - t0:6.0f} s: {counts}", flush=True)
+            state.update(done=i + 1)
+            _write(args, state, complete=False)
     harness.close()
+    state.update(done=args.inputs)
+    _write(args, state, complete=True)
+
+
+def _write(args, st: dict, complete: bool) -> None:
+    """Write the results so far (a long run that is stopped still leaves its figures)."""
+    counts, over_budget, escapes = st["counts"], st["over_budget"], st["escapes"]
+    slowest, slowest_cpu, t0 = st["slowest"](), st["slowest_cpu"](), st["t0"]
     result = {
         "command": f"nice -n 10 python benchmarks/fuzz_io.py --inputs {args.inputs} --seed {args.seed} --workers 1",
         "date": time.strftime("%Y-%m-%d %H:%M"),
-        "inputs_tried": args.inputs,
+        "complete": complete,
+        "inputs_tried": st["done"],
         "clean_errors": counts["error"],
         "accepted": counts["accepted"],
         "escaped_other_exceptions": counts["escape"] + counts["crash"],
         "over_budget_2s_wall": len(over_budget),
-        "over_budget_2s_cpu": over_budget_cpu,
+        "over_budget_2s_cpu": st["over_budget_cpu"](),
         "timeouts": counts["timeout"],
         "harness_timeout_s": HARD_TIMEOUT_S,
         "slowest_case_wall": {"seconds": round(slowest[0], 3), "what": slowest[1]},
         "slowest_case_cpu": {"seconds": round(slowest_cpu[0], 3), "what": slowest_cpu[1]},
         "note": "wall seconds include waiting for the CPU on a shared 2-core machine; cpu seconds are the "
         "worker's and its bounded-parse children's own time",
-        "peak_rss_mb_worker": peak,
-        "peak_rss_mb_bounded_parse_children": peak_children,
+        "peak_rss_mb_worker": st["peak"](),
+        "peak_rss_mb_bounded_parse_children": st["peak_children"](),
         "wall_s": round(time.perf_counter() - t0, 1),
-        "inputs_by_generator": by_kind,
+        "inputs_by_generator": st["by_kind"],
         "escapes": escapes[:20],
         "over_budget": over_budget[:20],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k not in ("escapes", "over_budget")}, indent=2))
+    if complete:
+        print(json.dumps({k: v for k, v in result.items() if k not in ("escapes", "over_budget")}, indent=2))
 
 
 if __name__ == "__main__":

@@ -430,7 +430,9 @@ def _site_coords(block: CifBlockScan) -> np.ndarray:
         sym = symbols[idx] if idx < len(symbols) else labels[idx]
         if sym not in parsed:
             try:
-                parsed[sym] = bool(shim._parse_symbol(sym))
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    parsed[sym] = bool(shim._parse_symbol(sym))
             except Exception:
                 parsed[sym] = False
         if not parsed[sym]:
