@@ -370,3 +370,166 @@ def render_viewer(page: str, height: int) -> None:
         import streamlit.components.v1 as components
 
         components.html(page, height=int(height))
+
+
+# ---------------------------------------------------------------------------- symmetry elements
+
+#: Colours of rotation and screw axes by order (2, 3, 4, 6), of planes and of inversion centres.
+AXIS_COLOURS = {2: "#1f77b4", 3: "#2ca02c", 4: "#d62728", 6: "#9467bd"}
+MIRROR_COLOUR = "#3b8fd9"
+GLIDE_COLOUR = "#f28e2b"
+CENTRE_COLOUR = "#222222"
+ELEMENT_KINDS = ("rotation axes", "screw axes", "mirror planes", "glide planes", "inversion centres")
+MAX_ELEMENT_SHAPES = 600  # cylinders + planes + spheres drawn at most (two-fold axes are left out first)
+
+
+@dataclass(frozen=True)
+class ElementShapes:
+    """3Dmol shapes of symmetry elements, Cartesian (Å), in the frame of the structure's lattice."""
+
+    cylinders: tuple[tuple, ...]  # (start xyz, end xyz, radius, colour, dashed)
+    planes: tuple[tuple, ...]  # (corners ((x, y, z), ...), colour)
+    spheres: tuple[tuple, ...]  # (centre xyz, radius, colour)
+    legend: tuple[tuple[str, str], ...]  # (label, colour)
+    left_out: int = 0  # elements not drawn because of MAX_ELEMENT_SHAPES
+
+    @property
+    def n_shapes(self) -> int:
+        """Number of shapes drawn."""
+        return len(self.cylinders) + len(self.planes) + len(self.spheres)
+
+
+def symmetry_element_shapes(
+    elements,
+    kinds: Sequence[str] = ELEMENT_KINDS,
+    supercell: Sequence[int] = (1, 1, 1),
+    max_shapes: int = MAX_ELEMENT_SHAPES,
+) -> ElementShapes:
+    """Shapes for the symmetry elements of ``elements`` (a :class:`sen.symmetry_elements.SymmetryElements`
+    of the drawn cell): rotation axes as solid cylinders and screw axes as dashed ones, coloured by
+    order; mirror planes translucent blue, glide planes translucent orange; inversion centres as small
+    dark spheres. Each is repeated in every cell of ``supercell``. Two-fold axes are dropped first, then
+    glide planes, when there would be more than ``max_shapes``."""
+    from sen.symmetry_elements import axis_segments, centre_copies, plane_polygons
+
+    lattice = np.asarray(elements.lattice, dtype=float)
+    reps = [min(3, max(1, int(n))) for n in supercell]
+    offsets = [np.array(o, dtype=float) for o in itertools.product(*(range(n) for n in reps))]
+    wanted = set(kinds)
+    groups: list[tuple[int, str, list]] = []  # (priority: lower is kept first, kind, shapes)
+    legend: dict[str, str] = {}
+    for axis in elements.axes:
+        if axis.rotoinversion:
+            continue
+        kind = "screw axes" if axis.screw else "rotation axes"
+        if kind not in wanted:
+            continue
+        colour = AXIS_COLOURS.get(axis.order, "#7f7f7f")
+        legend.setdefault(f"{axis.order}-fold axis", colour)
+        shapes = [
+            (lattice.T @ (np.array(a) + o), lattice.T @ (np.array(b) + o), 0.06 if not axis.screw else 0.045, colour,
+             bool(axis.screw))
+            for a, b in axis_segments(axis)
+            for o in offsets
+        ]  # fmt: skip
+        groups.append((2 if axis.order == 2 else 0, "cylinder", shapes))
+    for plane in elements.planes:
+        kind = "mirror planes" if plane.is_mirror else "glide planes"
+        if kind not in wanted:
+            continue
+        colour = MIRROR_COLOUR if plane.is_mirror else GLIDE_COLOUR
+        legend.setdefault("mirror plane" if plane.is_mirror else "glide plane", colour)
+        shapes = [(tuple(lattice.T @ (np.array(c) + o) for c in poly), colour) for poly in plane_polygons(plane)
+                  for o in offsets]  # fmt: skip
+        groups.append((1 if plane.is_mirror else 3, "plane", shapes))
+    if "inversion centres" in wanted:
+        for centre in elements.centres:
+            shapes = [(lattice.T @ (np.array(c) + o), 0.12, CENTRE_COLOUR) for c in centre_copies(centre)
+                      for o in offsets]  # fmt: skip
+            legend.setdefault("inversion centre", CENTRE_COLOUR)
+            groups.append((0, "sphere", shapes))
+    cylinders, planes, spheres, left_out, used = [], [], [], 0, 0
+    for _, shape, items in sorted(groups, key=lambda g: g[0]):
+        if used + len(items) > max_shapes:
+            left_out += 1
+            continue
+        used += len(items)
+        {"cylinder": cylinders, "plane": planes, "sphere": spheres}[shape].extend(items)
+    order = [
+        "6-fold axis",
+        "4-fold axis",
+        "3-fold axis",
+        "2-fold axis",
+        "mirror plane",
+        "glide plane",
+        "inversion centre",
+    ]
+    return ElementShapes(
+        tuple(cylinders), tuple(planes), tuple(spheres),
+        tuple((k, legend[k]) for k in order if k in legend), left_out,
+    )  # fmt: skip
+
+
+def _numbers(v) -> list[float]:
+    values = [round(float(x), 4) for x in v]
+    if not all(np.isfinite(values)):
+        raise ValueError("symmetry element coordinates must be finite numbers")
+    return values
+
+
+def add_symmetry_elements(page: str, shapes: ElementShapes, opacity: float = 0.22) -> str:
+    """``page`` (from :func:`build_viewer_html`) with the symmetry-element shapes drawn into its (first)
+    3D view and their legend added. Only numbers and checked ``#rrggbb`` colours reach the script; the
+    labels are fixed texts, HTML-escaped; the page is checked for script break-outs again."""
+    import json
+
+    colours = sorted({_checked_colour(c) for c in [*(s[3] for s in shapes.cylinders), *(p[1] for p in shapes.planes),
+                                                   *(s[2] for s in shapes.spheres)]})  # fmt: skip
+    index = {c: i for i, c in enumerate(colours)}
+    data = {
+        "colours": colours,
+        "c": [
+            [*_numbers(a), *_numbers(b), round(float(r), 4), index[c], bool(d)] for a, b, r, c, d in shapes.cylinders
+        ],
+        "p": [[[_numbers(v) for v in corners], index[c]] for corners, c in shapes.planes],
+        "s": [[*_numbers(p), round(float(r), 4), index[c]] for p, r, c in shapes.spheres],
+        "opacity": round(min(1.0, max(0.0, float(opacity))), 3),
+    }
+    payload = (
+        json.dumps(data, separators=(",", ":")).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    )
+    script = (
+        "<script>\n$3Dmolpromise.then(function() {\n"
+        f"var d = {payload};\n"
+        "var v = viewer_sen;\n"
+        "function p(a, i) { return {x: a[i], y: a[i + 1], z: a[i + 2]}; }\n"
+        "d.c.forEach(function(c) { v.addCylinder({start: p(c, 0), end: p(c, 3), radius: c[6], "
+        "color: d.colours[c[7]], dashed: c[8], dashLength: 0.25, gapLength: 0.15, fromCap: 1, toCap: 1}); });\n"
+        "d.p.forEach(function(q) {\n"
+        "  var pts = q[0], n = pts.length, verts = [], faces = [], norms = [];\n"
+        "  var a = pts[0], b = pts[1], c = pts[2];\n"
+        "  var u = [b[0] - a[0], b[1] - a[1], b[2] - a[2]], w = [c[0] - a[0], c[1] - a[1], c[2] - a[2]];\n"
+        "  var nx = u[1] * w[2] - u[2] * w[1], ny = u[2] * w[0] - u[0] * w[2], nz = u[0] * w[1] - u[1] * w[0];\n"
+        "  for (var s = 0; s < 2; s++) { for (var i = 0; i < n; i++) { verts.push({x: pts[i][0], y: pts[i][1], "
+        "z: pts[i][2]}); norms.push(s ? {x: -nx, y: -ny, z: -nz} : {x: nx, y: ny, z: nz}); } }\n"
+        "  for (var i = 1; i < n - 1; i++) { faces.push(0, i, i + 1); faces.push(n, n + i + 1, n + i); }\n"
+        "  v.addCustom({vertexArr: verts, normalArr: norms, faceArr: faces, color: d.colours[q[1]], "
+        "opacity: d.opacity});\n"
+        "});\n"
+        "d.s.forEach(function(s) { v.addSphere({center: p(s, 0), radius: s[3], color: d.colours[s[4]]}); });\n"
+        "v.render();\n"
+        f'document.body.setAttribute("data-symmetry-elements", "{int(shapes.n_shapes)}");\n'
+        "});\n</script>\n"
+    )
+    chips = "".join(
+        f'<span class="chip"><span class="sw" style="background:{_checked_colour(colour)}"></span>'
+        f"{html.escape(str(label))}</span>"
+        for label, colour in shapes.legend
+    )
+    legend = f'<div class="row"><div class="lg">Symmetry elements: {chips}</div></div>\n'
+    marker = '<script>\n$3Dmolpromise.then(function() { document.body.setAttribute("data-viewer-ready", "1"); });'
+    if page.count(marker) != 1:
+        raise ValueError("not a viewer page from build_viewer_html")
+    page = page.replace(marker, legend + script + marker)
+    _assert_no_breakout(page)
+    return page

@@ -135,9 +135,13 @@ class SymmetryElements:
 def _dataset(cell, symprec: float, angle_tolerance: float, hall_number: int = 0):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ds = spglib.get_symmetry_dataset(cell, symprec=symprec, angle_tolerance=angle_tolerance, hall_number=hall_number)
+        ds = spglib.get_symmetry_dataset(
+            cell, symprec=symprec, angle_tolerance=angle_tolerance, hall_number=hall_number
+        )
     if ds is None:
-        raise StructureError(f"spglib could not analyse this cell at tolerance {symprec:g} Å; try a different tolerance")
+        raise StructureError(
+            f"spglib could not analyse this cell at tolerance {symprec:g} Å; try a different tolerance"
+        )
     return ds
 
 
@@ -176,7 +180,13 @@ def symmetry_elements(
     choice = spglib.get_spacegroup_type(hall).choice
     setting = "conventional standard cell" + (f", origin choice {choice}" if choice in ("1", "2") else "")
     return elements_from_operations(
-        std_ds.rotations, std_ds.translations, np.asarray(ds.std_lattice), ds.international, int(ds.number), hall, setting
+        std_ds.rotations,
+        std_ds.translations,
+        np.asarray(ds.std_lattice),
+        ds.international,
+        int(ds.number),
+        hall,
+        setting,
     )
 
 
@@ -370,7 +380,7 @@ def _proper_axes(w_matrix, n, ws, lattice, centrings, axes) -> None:
             continue  # not a crystallographic screw (numerical noise): ignore
         key = ("axis", n, p, False, tuple(u), _line_key(point, u))
         if key not in axes:
-            axes[key] = SymmetryAxis(n, p, False, _primitive_integer(u), _key(point))
+            axes[key] = SymmetryAxis(n, p, False, _primitive_integer(u), _point_key(point))
 
 
 def _rotoinversion_axes(w_matrix, n, ws, lattice, axes) -> None:
@@ -397,7 +407,9 @@ def _planes(w_matrix, ws, planes) -> None:
         offset = 0.0 if abs(offset - 1.0) < _TOL else offset
         key = ("plane", tuple(h), round(offset, _DIGITS), _key(g))
         if key not in planes:
-            planes[key] = SymmetryPlane(tuple(int(x) for x in h), round(offset, _DIGITS) + 0.0, _key(g), _glide_symbol(g))
+            planes[key] = SymmetryPlane(
+                tuple(int(x) for x in h), round(offset, _DIGITS) + 0.0, _key(g), _glide_symbol(g)
+            )
 
 
 def _drop_contained(axes: list[SymmetryAxis]) -> list[SymmetryAxis]:

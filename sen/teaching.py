@@ -169,7 +169,9 @@ def displace_orbit(
     amplitude = _check_number("the displacement", amplitude, -MAX_DISPLACEMENT, MAX_DISPLACEMENT, "Å")
     report = analyze_symmetry(_copy(structure), symprec)
     k = resolve_orbit(report, orbit)
-    return _move_atoms(structure, report.orbits[k].atom_indices, direction, amplitude, cartesian, report.orbits[k].label)
+    return _move_atoms(
+        structure, report.orbits[k].atom_indices, direction, amplitude, cartesian, report.orbits[k].label
+    )
 
 
 def _move_atoms(structure, atoms, direction, amplitude: float, cartesian: bool, label: str) -> Structure:
@@ -509,7 +511,9 @@ class SymmetryComparison:
     def step(self) -> str:
         """``Pm-3m (221) -> P4mm (99), index 6``."""
         g, h = self.before, self.after
-        text = f"{g.space_group_symbol} ({g.space_group_number}) {_ARROW} {h.space_group_symbol} ({h.space_group_number})"
+        text = (
+            f"{g.space_group_symbol} ({g.space_group_number}) {_ARROW} {h.space_group_symbol} ({h.space_group_number})"
+        )
         return f"{text}, index {self.index}" if self.index is not None else f"{text}, not a subgroup at this tolerance"
 
     @property
@@ -554,7 +558,8 @@ class SymmetryComparison:
         if self.relation in ("k", "general"):
             parts.append(
                 f"The primitive cell becomes {round(self.translation_index)} times larger: "
-                "some lattice translations are lost" + (", while the point group stays." if self.relation == "k" else ".")
+                "some lattice translations are lost"
+                + (", while the point group stays." if self.relation == "k" else ".")
             )
         splits = self.split_orbits
         if splits:
