@@ -515,14 +515,39 @@ def test_json_malformed_or_oversized_is_refused(payload, expected):
 # ----------------------------------------------------------------------------- regressions from fuzzing
 
 
+#: What each regression input must produce: a message fragment, or the atom count it is accepted with.
+REGRESSION_OUTCOMES = {
+    "quotes_line__q.cif": "line of 69,",
+    "xyz_long_comment__h.xyz": "line of 70,",
+    "three_blocks__b.cif": "contains 3 structures",
+    "repeated_block__r.cif": 2,
+    "loop_fewer_values_than_columns__m.cif": "not a whole number of rows",
+    "plain_text__notes.txt": "does not look like",
+    "zero_cell__z.cif": "cell length is zero",
+    "atom_at_200__POSCAR": "too dense",  # 1 Å³ per atom: wrapped, then refused for density, not memory
+    "lattice_1e5__POSCAR": "over the limit of 250 Å",
+    "flat_500__POSCAR": "over the limit of 250 Å",
+    "module_this__evil.json": "load the Python module 'this'",
+    "callable_os_system__evil.json": "@callable",
+    "deep_json__d.json": "nested",
+    "r-3c_2000_sites__s.cif": "36 symmetry operations",
+}
+
+
+def test_every_regression_input_has_an_expected_outcome():
+    assert sorted(REGRESSION_OUTCOMES) == sorted(p.name for p in REGRESSIONS)
+
+
 @pytest.mark.parametrize("path", REGRESSIONS, ids=lambda p: p.name)
 def test_fuzz_regression_inputs_are_answered_cleanly(path):
+    expected = REGRESSION_OUTCOMES[path.name]
     name = path.name.split("__", 1)[-1]  # files are stored as <id>__<name the input was read as>
     t = cpu_seconds()
     try:
         s = read_structure(path.read_bytes(), filename=name)
     except StructureError as exc:
-        assert str(exc) and "\n" not in str(exc)
+        assert isinstance(expected, str) and expected in str(exc) and "\n" not in str(exc), str(exc)
     else:
         validate_structure(s)
+        assert len(s) == expected
     assert cpu_seconds() - t < ANSWER_BUDGET
