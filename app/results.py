@@ -32,8 +32,9 @@ import torch
 from pymatgen.core import Structure
 from pymatgen.io.cif import CifWriter
 
-from sen.errors import StructureError
+from sen.errors import StructureError, first_line
 from sen.io import read_structure
+from sen.model import TARGET_TITLES, TARGET_UNITS
 from sen.predict import Predictor
 from sen.symmetry import (
     DEFAULT_ANGLE_TOLERANCE,
@@ -43,8 +44,8 @@ from sen.symmetry import (
 )
 
 #: Units of the predicted properties, for labels and downloads (the only place the app names them).
-UNITS = {"band_gap": "eV", "formation_energy_per_atom": "eV/atom"}
-TITLES = {"band_gap": "Band gap", "formation_energy_per_atom": "Formation energy"}
+UNITS = TARGET_UNITS  # defined once, in sen.model
+TITLES = TARGET_TITLES
 
 #: Threads torch uses for the server's predictions (env SEN_THREADS; "auto": torch's default).
 THREADS_ENV = "SEN_THREADS"
@@ -158,7 +159,7 @@ def get_predictor() -> tuple[Predictor | None, str | None]:
     except FileNotFoundError as exc:
         return None, str(exc)
     except Exception as exc:  # a damaged weights file must not take the page down
-        return None, f"could not load the SEN model: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        return None, f"could not load the SEN model: {type(exc).__name__}: {first_line(exc)}"
 
 
 def model_key(predictor: Predictor | None) -> str:

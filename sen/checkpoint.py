@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from sen.errors import first_line
 from sen.graph import GraphConfig
 from sen.model import SEN, Ensemble, SENConfig
 
@@ -164,8 +165,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> torch.nn
             net = build_network(entry["arch"], SENConfig.from_dict(entry["model_config"]), graph)
             net.load_state_dict(entry["state_dict"])
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
-            raise CheckpointError(f"{name}: its weights do not fit the network it describes ({first})") from None
+            raise CheckpointError(f"{name}: its weights do not fit the network it describes ({first_line(exc, 120)})") from None
         return net
 
     try:
