@@ -16,8 +16,10 @@ Two stages, the first resumable:
 2. **Assemble** (seconds): split labels from the model's ``split.json`` (ids not in it: ``none``), a PCA
    of the standardised features fitted on the training crystals (``--dims`` components), the
    applicability-domain measurement on the test split (distance to the nearest training crystal against
-   the model's error: MAE by distance quartile, Spearman, the ``--domain-quantile`` threshold), and the
-   library file written with zstd, with the model version, PCA and measurements in its metadata.
+   the model's error: MAE by distance quartile, Spearman, the ``--domain-quantile`` threshold; the same on
+   the validation split), and the library file written with zstd (embedding in half precision; byte-stream
+   split for coordinates, lattices and embeddings), with the model version, PCA and measurements in its
+   metadata.
 
 Input: gzip or plain JSON Lines (a file or a folder of ``*.jsonl*``) with ``material_id``, ``band_gap``,
 ``formation_energy_per_atom`` and ``cif``.
@@ -232,12 +234,13 @@ def nearest_distance(queries: np.ndarray, refs: np.ndarray, block: int = 2048) -
     return out
 
 
-def domain_measure(emb: np.ndarray, table: pa.Table, split: np.ndarray, quantile: float) -> dict:
-    """Distance from each test crystal to its nearest training crystal against the model's errors."""
+def domain_measure(emb: np.ndarray, table: pa.Table, split: np.ndarray, quantile: float, part: str = "test") -> dict:
+    """Distance from each crystal of ``part`` (test or validation) to its nearest training crystal against the
+    model's errors on it: MAE by distance quartile, Spearman, the ``quantile`` threshold."""
     from scipy.stats import spearmanr
 
     ok = np.isfinite(emb).all(1)
-    train, test = (split == "train") & ok, (split == "test") & ok
+    train, test = (split == "train") & ok, (split == part) & ok
     if train.sum() < 1 or test.sum() < 2:
         return {"n_test": int(test.sum()), "threshold": None, "quantile": quantile}
     dist = nearest_distance(emb[test].astype(np.float64), emb[train].astype(np.float64))
@@ -276,10 +279,14 @@ def stage_assemble(args, chunk_paths: list[Path], model_path: Path, model_sha: s
         raise SystemExit("error: fewer than 2 usable training crystals to fit the PCA on")
     pca = fit_pca(features[fit].astype(np.float64), args.dims)
     emb = ((features - pca["mean"]) / pca["scale"]) @ pca["components"].T
-    emb = np.where(usable[:, None], emb, np.nan).astype(np.float32)
-    domain = domain_measure(emb, table, split, args.domain_quantile)
+    emb = np.where(usable[:, None], emb, np.nan).astype(np.float16)  # as stored: half precision (2 bytes a value)
+    if np.isinf(emb).any():
+        raise SystemExit("error: an embedding value overflows half precision")
+    domain = domain_measure(emb.astype(np.float32), table, split, args.domain_quantile)
+    domain_val = domain_measure(emb.astype(np.float32), table, split, args.domain_quantile, part="validation")
     table = table.append_column("split", pa.array(split).dictionary_encode())
-    table = table.append_column("embedding", pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1]))
+    table = table.append_column("embedding", pa.FixedSizeListArray.from_arrays(
+        pa.array(emb.reshape(-1), type=pa.float16()), emb.shape[1]))  # fmt: skip
     for name in ("crystal_system",):
         table = table.set_column(table.schema.get_field_index(name), name, table.column(name).dictionary_encode())
     meta = {
@@ -297,6 +304,7 @@ def stage_assemble(args, chunk_paths: list[Path], model_path: Path, model_sha: s
                       "mean": lib.encode_array(pca["mean"]), "scale": lib.encode_array(pca["scale"]),
                       "components": lib.encode_array(pca["components"])},  # fmt: skip
         "domain": domain,
+        "domain_validation": domain_val,
         "licence": "Materials Project data, CC BY 4.0 (https://creativecommons.org/licenses/by/4.0/)",
         "citation": "A. Jain et al., APL Materials 1, 011002 (2013)",
     }
@@ -304,12 +312,16 @@ def stage_assemble(args, chunk_paths: list[Path], model_path: Path, model_sha: s
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
-    pq.write_table(table, tmp, compression="zstd", compression_level=19, row_group_size=1 << 20)
+    numeric = ["frac", "lattice", "embedding"]  # byte-stream split: a third smaller than plain zstd for these
+    pq.write_table(table, tmp, compression="zstd", compression_level=19, row_group_size=1 << 20,
+                   use_dictionary=[c for c in table.column_names if c not in numeric],
+                   column_encoding=dict.fromkeys(numeric, "BYTE_STREAM_SPLIT"))  # fmt: skip
     os.replace(tmp, out)
     print(f"wrote {out}: {table.num_rows} crystals, {out.stat().st_size / 1e6:.2f} MB; "
           f"{meta['n_unusable']} without prediction", flush=True)  # fmt: skip
-    if domain.get("threshold") is not None:
-        print("applicability domain (test split): " + json.dumps({k: v for k, v in domain.items()}), flush=True)
+    for name, d in (("test", domain), ("validation", domain_val)):
+        if d.get("threshold") is not None:
+            print(f"applicability domain ({name} split): " + json.dumps(d), flush=True)
     return out
 
 

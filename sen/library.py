@@ -8,7 +8,7 @@ as int32 multiples of 1e-7, species as atomic numbers), which part of the model'
 to (``train`` / ``validation`` / ``test``, or ``none`` for the few the training loader rejected),
 the model's predictions with their spread over the six networks, and an embedding: the model's own
 crystal features (every network's output capsules and pooled atom features) reduced by a PCA fitted
-on the training crystals. The PCA, the model version (sha256 of ``model.pt``) and the
+on the training crystals (stored in half precision). The PCA, the model version (sha256 of ``model.pt``) and the
 applicability-domain measurements are in the file's metadata.
 
 * :meth:`Library.load`, :meth:`Library.search` (formula, elements, only these elements, space group,
