@@ -20,6 +20,7 @@ def routing(crystal: CrystalFile, structure: Structure, explanation: dict | None
     if explanation is None or predictor is None:
         st.info("The routing needs a prediction, which is not available.")
         return None
+    explanation = _chosen_network(explanation, predictor)
     data = routing_data(structure, explanation, predictor.targets)
     st.markdown(
         "SEN sends every atom to a small set of learned *pattern capsules* (like a student sorting atoms into "
@@ -29,13 +30,54 @@ def routing(crystal: CrystalFile, structure: Structure, explanation: dict | None
     if predictor.n_members > 1:
         st.caption(
             f"This model is an ensemble of {predictor.n_members} networks and each prediction is the mean of the "
-            "networks chosen for that property. The "
-            "routing shown is that of the first network: capsule k of one network is not capsule k of another, so "
-            "routings cannot be averaged. Per-atom contributions split the ensemble's prediction."
+            f"networks chosen for that property. The routing shown is that of network {explanation['network']}: "
+            "capsule k of one network is not capsule k of another, so routings are never averaged. Per-atom "
+            "contributions split the ensemble's prediction."
         )
+        _network_consistency(explanation)
     _agreement(data, explanation)
     _charts(data, crystal.digest, [TITLES.get(t, t) for t in predictor.targets])
     return data
+
+
+def _chosen_network(explanation: dict, predictor: Predictor) -> dict:
+    """The explanation with the routing of the network the user picks (the first by default)."""
+    networks = explanation.get("networks") or []
+    if predictor.n_members < 2 or len(networks) < 2:
+        return {**explanation, "network": 1}
+    choice = st.selectbox(
+        "Network whose capsules to show",
+        options=list(range(1, len(networks) + 1)),
+        format_func=lambda k: f"network {k} of {len(networks)}",
+        help="Every network of the ensemble learned its own capsules; pick one to look at its routing.",
+    )
+    return {**explanation, **networks[choice - 1], "network": choice}
+
+
+def network_consistency_rows(explanation: dict) -> list[dict]:
+    """One row per network: how it routes this crystal's Wyckoff orbits (for comparing the networks)."""
+    n_orbits = int(explanation["symmetry"].n_orbits)
+    return [
+        {
+            "network": k,
+            "orbit ↔ capsule information": information_text(
+                n["orbit_capsule_mutual_information"], n["orbit_entropy"], n_orbits
+            ),
+            "routing spread inside orbits": f"{float(n['routing_spread']):.1e}",
+            "capsules used as dominant": len(set(n["dominant_capsule"].tolist())),
+        }
+        for k, n in enumerate(explanation.get("networks") or [], 1)
+    ]
+
+
+def _network_consistency(explanation: dict) -> None:
+    with st.expander("How consistently do the networks route the orbits?"):
+        st.dataframe(network_consistency_rows(explanation), hide_index=True)
+        st.caption(
+            "Each network's own capsules: the information between orbit and dominant capsule (the most it can be "
+            "is the entropy of the orbits), and the routing spread inside orbits (about 0 when equivalent atoms "
+            "are routed alike). Networks that all reach the maximum separate the orbits in their own ways."
+        )
 
 
 def bits(value: float) -> str:

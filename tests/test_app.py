@@ -375,3 +375,17 @@ def test_orbit_names_are_unique():
     names = unique_orbit_names(analyze_symmetry(s))
     assert len(set(names)) == len(names) == 3
     assert "O 4c (1)" in names and "O 4c (2)" in names
+
+
+@needs_model
+def test_the_routing_of_every_network_can_be_picked():
+    at = run_app()
+    picker = next(s for s in at.selectbox if s.label == "Network whose capsules to show")
+    assert picker.options[-1] == "network 6 of 6"
+    first = at.get("plotly_chart")[0].proto.spec
+    picker.set_value(3).run()
+    assert not at.exception and not at.error
+    assert at.get("plotly_chart")[0].proto.spec != first  # another network's capsules
+    assert "routing shown is that of network 3" in texts(at.caption)
+    table = next(d for d in at.dataframe if "network" in d.value.columns)
+    assert list(table.value["network"]) == [1, 2, 3, 4, 5, 6]
