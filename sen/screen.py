@@ -826,6 +826,7 @@ class ScreenSummary:
     predicted: int = 0
     failed: Counter = field(default_factory=Counter)
     seconds: float = 0.0
+    startup_s: float | None = None  # from the start to the first rows (worker start-up, model loading)
     rows_in_output: int | None = None
     repeated_ids: int = 0
     interrupted: bool = False
@@ -840,8 +841,19 @@ class ScreenSummary:
         """Crystals per second in this run."""
         return self.processed / self.seconds if self.seconds > 0 else 0.0
 
-    def add(self, rows: list[dict]) -> None:
-        """Count a batch of result rows."""
+    @property
+    def steady_rate(self) -> float | None:
+        """Crystals per second after the first rows arrived (start-up left out)."""
+        if self.startup_s is None or self.seconds - self.startup_s <= 0 or self._first_rows >= self.processed:
+            return None
+        return (self.processed - self._first_rows) / (self.seconds - self.startup_s)
+
+    _first_rows: int = 0
+
+    def add(self, rows: list[dict], elapsed: float | None = None) -> None:
+        """Count a batch of result rows (``elapsed``: seconds since the start, to note the start-up)."""
+        if self.startup_s is None and elapsed is not None:
+            self.startup_s, self._first_rows = elapsed, len(rows)
         for r in rows:
             if r.get("error"):
                 self.failed[reason_category(r["error"])] += 1
@@ -852,13 +864,17 @@ class ScreenSummary:
         """JSON-ready form."""
         return {"out": self.out, "engine": self.engine, "total": self.total, "skipped_done": self.skipped_done,
                 "predicted": self.predicted, "failed": dict(self.failed), "seconds": round(self.seconds, 3),
-                "crystals_per_s": round(self.rate, 3), "rows_in_output": self.rows_in_output,
+                "crystals_per_s": round(self.rate, 3), "startup_s": self.startup_s,
+                "steady_crystals_per_s": None if self.steady_rate is None else round(self.steady_rate, 3),
+                "rows_in_output": self.rows_in_output,
                 "repeated_ids": self.repeated_ids, "interrupted": self.interrupted}  # fmt: skip
 
     def __str__(self) -> str:
         n_failed = sum(self.failed.values())
         lines = [f"screened {self.processed:,} crystals in {self.seconds:.1f} s ({self.rate:.1f} crystals/s, "
                  f"{self.engine}): {self.predicted:,} predicted, {n_failed:,} failed"]  # fmt: skip
+        if self.steady_rate is not None:
+            lines.append(f"  {self.steady_rate:.1f} crystals/s after a start-up of {self.startup_s:.1f} s")
         if self.skipped_done:
             lines.append(f"  {self.skipped_done:,} already written by an earlier run were skipped")
         lines += [f"  failed {n:,}: {reason}" for reason, n in self.failed.most_common()]
@@ -912,8 +928,6 @@ def screen(
     row per input record. ``KeyboardInterrupt`` (Ctrl-C, or SIGTERM in the CLI) commits the rows
     received so far and is raised again.
     """
-    from tqdm.auto import tqdm
-
     from sen.predict import Predictor
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
@@ -940,41 +954,54 @@ def screen(
         if progress:
             counts = [s.count() for s in sources]
             summary.total = sum(counts) if None not in counts else None
-        bar = tqdm(total=summary.total, initial=len(done), unit="crystal", desc="screening", disable=not progress,
-                   file=sys.stderr, dynamic_ncols=True, smoothing=0.05)  # fmt: skip
         t0 = time.perf_counter()
-        if engine == "local":
-            n = default_workers() if workers is None else workers
-            batches = iter_local(iter_records(sources, done), predictor, model_path=predictor.path, device=device,
-                                 workers=n, chunk_size=chunk_size, batch_size=batch_size)  # fmt: skip
-            summary.engine = f"local, {n} worker{'s' if n != 1 else ''}" if n else "local, in-process"
-        else:
-            from sen.screen_ray import iter_ray
-
-            batches = iter_ray(sources, done, predictor, version, address=address, num_cpus=workers, actors=actors,
-                               device=device, batch_size=batch_size, chunk_size=chunk_size)  # fmt: skip
-            summary.engine = "ray"
-        try:
-            for rows in batches:
-                writer.add(rows)
-                summary.add(rows)
-                bar.update(len(rows))
-        except KeyboardInterrupt:
-            summary.interrupted = True
-            writer.flush()
-            summary.seconds = time.perf_counter() - t0
-            bar.close()
-            log(str(summary))
-            raise
-        finally:
-            close = getattr(batches, "close", None)
-            if close:
-                close()
-        bar.close()
-        summary.seconds = time.perf_counter() - t0
+        batches = _engine_batches(engine, sources, done, predictor, version, summary, device=device, workers=workers,
+                                  address=address, actors=actors, chunk_size=chunk_size, batch_size=batch_size)  # fmt: skip
+        _consume(batches, writer, summary, t0, progress, log)
         merged = writer.merge()
         summary.rows_in_output, summary.repeated_ids = merged["rows"], merged["repeated_ids"]
     finally:
         writer.close()
     log(str(summary))
     return summary
+
+
+def _engine_batches(engine, sources, done, predictor, version, summary, *, device, workers, address, actors,
+                    chunk_size, batch_size) -> Iterator[list[dict]]:  # fmt: skip
+    """The lists of result rows the chosen engine produces (and its name in the summary)."""
+    if engine == "local":
+        n = default_workers() if workers is None else workers
+        summary.engine = f"local, {n} worker{'s' if n != 1 else ''}" if n else "local, in-process"
+        return iter_local(iter_records(sources, done), predictor, model_path=predictor.path, device=device,
+                          workers=n, chunk_size=chunk_size, batch_size=batch_size)  # fmt: skip
+    from sen.screen_ray import iter_ray
+
+    summary.engine = "ray"
+    return iter_ray(sources, done, predictor, version, address=address, num_cpus=workers, actors=actors,
+                    device=device, batch_size=batch_size, chunk_size=chunk_size)  # fmt: skip
+
+
+def _consume(batches, writer: PartWriter, summary: ScreenSummary, t0: float, progress: bool, log) -> None:
+    """Commit every batch of rows with a progress bar (rate, ETA); on Ctrl-C commit what came and re-raise."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=summary.total, initial=summary.skipped_done, unit="crystal", desc="screening",
+               disable=not progress, file=sys.stderr, dynamic_ncols=True, smoothing=0.05)  # fmt: skip
+    try:
+        for rows in batches:
+            writer.add(rows)
+            summary.add(rows, time.perf_counter() - t0)
+            bar.update(len(rows))
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        writer.flush()
+        summary.seconds = time.perf_counter() - t0
+        bar.close()
+        log(str(summary))
+        raise
+    finally:
+        close = getattr(batches, "close", None)
+        if close:
+            close()
+    bar.close()
+    summary.seconds = time.perf_counter() - t0

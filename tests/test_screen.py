@@ -273,7 +273,11 @@ def test_ray_engine_missing_says_how_to_install(tmp_path, good, monkeypatch, cap
 @pytest.fixture(scope="module")
 def ray_local():
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    except Exception as exc:  # e.g. its raylet timing out on a machine loaded far beyond its cores
+        ray.shutdown()
+        pytest.skip(f"Ray did not start on this machine: {str(exc).splitlines()[0][:120]}")
     yield ray
     ray.shutdown()
 
