@@ -18,6 +18,7 @@ cell (faces included) for drawing.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import warnings
@@ -31,7 +32,7 @@ from sen.errors import StructureError
 from sen.symmetry import DEFAULT_ANGLE_TOLERANCE, DEFAULT_SYMPREC
 
 _TOL = 1e-4  # fractional: positions and translations closer than this are the same
-_DIGITS = 4  # rounding of canonical keys
+_DIGITS = 6  # rounding of stored coordinates (class keys use 3 decimals)
 _PROPER_ORDER = {3: 1, 2: 6, 1: 4, 0: 3, -1: 2}  # trace -> order, det +1
 _IMPROPER_ORDER = {-3: 1, -2: 6, -1: 4, 0: 3, 1: 2}  # trace -> n of -n, det -1 (-2 = mirror, -1 = inversion)
 
@@ -286,25 +287,41 @@ def _line_key(point: np.ndarray, u: np.ndarray) -> tuple:
     base = point - (point[k] / u[k]) * u
     options = []
     for m in range(abs(int(u[k]))):
-        p = np.mod(base - (m / u[k]) * u, 1.0)
-        p[np.abs(p - 1.0) < _TOL] = 0.0
-        options.append(_key(np.delete(p, k)))
+        options.append(_point_key(np.delete(base - (m / u[k]) * u, k)))
     return min(options)
 
 
 def _point_key(point: np.ndarray) -> tuple:
-    p = np.mod(point, 1.0)
-    p[np.abs(p - 1.0) < _TOL] = 0.0
-    return _key(p)
+    """A point modulo lattice translations, in [0, 1), to 3 decimals (rounded before the modulo)."""
+    p = np.round(np.mod(np.round(np.asarray(point, dtype=float), 3), 1.0), 3)
+    p[p >= 1.0] = 0.0
+    return tuple((p + 0.0).tolist())
 
 
 def _shifts(low: int, high: int) -> np.ndarray:
     return np.array(list(itertools.product(range(low, high + 1), repeat=3)), dtype=float)
 
 
+@functools.lru_cache(maxsize=256)
+def _plane_basis(h: tuple[int, ...]) -> np.ndarray:
+    """Two integer vectors spanning the lattice vectors that lie in planes (h k l) (their cross product is ±h)."""
+    hv = np.array(h, dtype=int)
+    candidates = sorted((n for n in _shifts(-2, 2).astype(int) if n.any() and np.dot(hv, n) == 0),
+                        key=lambda n: (int(np.dot(n, n)), tuple(-n)))  # fmt: skip
+    e1 = candidates[0]
+    for e2 in candidates[1:]:
+        cross = np.cross(e1, e2)
+        if np.array_equal(cross, hv) or np.array_equal(cross, -hv):
+            return np.array([e1, e2], dtype=float)
+    raise ValueError(f"no lattice basis found in the plane ({h})")
+
+
 def _canonical_glide(g: np.ndarray, h: np.ndarray) -> np.ndarray:
     """The glide vector modulo the lattice translations that lie in the plane (shortest, then largest)."""
-    options = [g - n for n in _shifts(-1, 1) if abs(np.dot(h, n)) < _TOL]
+    basis = _plane_basis(tuple(int(x) for x in h))
+    coefficients, *_ = np.linalg.lstsq(basis.T, g, rcond=None)
+    reduced = g - np.round(coefficients) @ basis
+    options = [reduced - np.array(ij) @ basis for ij in itertools.product((-1, 0, 1), repeat=2)]
     return max(options, key=lambda v: (-round(float(np.dot(v, v)), _DIGITS), _key(v)))
 
 
@@ -380,7 +397,7 @@ def _proper_axes(w_matrix, n, ws, lattice, centrings, axes) -> None:
             continue  # not a crystallographic screw (numerical noise): ignore
         key = ("axis", n, p, False, tuple(u), _line_key(point, u))
         if key not in axes:
-            axes[key] = SymmetryAxis(n, p, False, _primitive_integer(u), _point_key(point))
+            axes[key] = SymmetryAxis(n, p, False, _primitive_integer(u), _key(np.mod(point, 1.0)))
 
 
 def _rotoinversion_axes(w_matrix, n, ws, lattice, axes) -> None:
@@ -401,8 +418,9 @@ def _planes(w_matrix, ws, planes) -> None:
     h = np.array(_primitive_integer(_null_vector(w_matrix.T + eye)), dtype=float)
     solve = np.linalg.pinv(eye - w_matrix)
     for w in ws:
-        g = _canonical_glide((w_matrix @ w + w) / 2, h)
-        point = solve @ (w - g)
+        intrinsic = (w_matrix @ w + w) / 2
+        point = solve @ (w - intrinsic)  # before reducing: the reduction adds lattice vectors along the plane
+        g = _canonical_glide(intrinsic, h)
         offset = float(np.dot(h, point)) % 1.0
         offset = 0.0 if abs(offset - 1.0) < _TOL else offset
         key = ("plane", tuple(h), round(offset, _DIGITS), _key(g))
