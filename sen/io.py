@@ -373,22 +373,25 @@ NEIGHBOR_CUTOFF = 8.0
 MAX_NEIGHBOR_IMAGES = 1_000_000
 
 
-def validate_structure(structure: Structure, *, max_atoms: int = DEFAULT_MAX_ATOMS) -> None:
+def validate_structure(structure: Structure, *, max_atoms: int = DEFAULT_MAX_ATOMS) -> Structure:
     """Check that a structure is one SEN can analyse; raise StructureError otherwise.
 
     Checks, in order, before any neighbour search: the number of atoms, finite lattice and
     coordinates (no fractional coordinate beyond 1000), a positive (right-handed) cell volume,
     lattice lengths between 0.5 and 250 Å, at least 2 Å^3 per atom, a cell that is not so
     flat or skewed that an 8 Å neighbour search needs over a million periodic images, an
-    ordered structure of real elements, and no two atoms closer than 0.5 Å. Sites outside the
-    cell are wrapped into it, in place (the same crystal), so later neighbour searches stay
-    bounded.
+    ordered structure of real elements, and no two atoms closer than 0.5 Å.
+
+    Returns:
+        The structure to featurise: ``structure`` itself, or, when some sites lie outside the cell,
+        a copy with them wrapped into it (the same crystal; the given structure is never changed),
+        so that later neighbour searches stay bounded.
 
     Raises:
         StructureError: the structure fails a check; no other exception escapes.
     """
     try:
-        _validate(structure, max_atoms)
+        return _validate(structure, max_atoms)
     except StructureError:
         raise
     except MemoryError:
@@ -397,7 +400,7 @@ def validate_structure(structure: Structure, *, max_atoms: int = DEFAULT_MAX_ATO
         raise StructureError("this structure could not be checked: its lattice or sites are malformed") from None
 
 
-def _validate(structure: Structure, max_atoms: int) -> None:
+def _validate(structure: Structure, max_atoms: int) -> Structure:
     n = len(structure)
     if n == 0:
         raise StructureError("structure has no atoms")
@@ -459,9 +462,11 @@ def _validate(structure: Structure, max_atoms: int) -> None:
         if isinstance(sp, DummySpecies) or not isinstance(getattr(sp, "element", sp), Element):
             raise StructureError(f"unknown or dummy species {sp!s}; every site must be a real chemical element")
     if np.any((coords < 0) | (coords >= 1)):
+        structure = structure.copy()
         for site in structure:
             site.to_unit_cell(in_place=True)
     _check_distances(structure)
+    return structure
 
 
 def _check_distances(structure: Structure) -> None:

@@ -96,7 +96,7 @@ class Predictor:
         for s in structures:
             if not isinstance(s, Structure):
                 raise StructureError(f"expected a pymatgen Structure, got {type(s).__name__}")
-            validate_structure(s, max_atoms=self.max_atoms)
+            s = validate_structure(s, max_atoms=self.max_atoms)  # sites outside the cell: a wrapped copy
             report = analyze_symmetry(s, cfg.symprec, cfg.angle_tolerance)
             graphs.append(build_graph(s, cfg, report))
             reports.append(report)

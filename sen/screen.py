@@ -388,8 +388,7 @@ def _structure(rec: Record, max_atoms: int):
     if data is None or (isinstance(data, (str, bytes)) and not data.strip()):
         raise StructureError("record has no structure (empty or missing 'cif')")
     if rec.fmt == "structure":
-        validate_structure(data, max_atoms=max_atoms)
-        return data
+        return validate_structure(data, max_atoms=max_atoms)
     if rec.fmt == "path":
         return read_structure(str(data), max_atoms=max_atoms)
     if rec.fmt == "ase":
@@ -400,9 +399,7 @@ def _structure(rec: Record, max_atoms: int):
         atoms = Atoms(numbers=d["numbers"], positions=d["positions"], cell=d["cell"], pbc=d["pbc"])
         if not atoms.pbc.any() or abs(atoms.cell.volume) < 1e-8:
             raise StructureError("this database row has no periodic cell, so it describes a molecule, not a crystal")
-        structure = AseAtomsAdaptor.get_structure(atoms)
-        validate_structure(structure, max_atoms=max_atoms)
-        return structure
+        return validate_structure(AseAtomsAdaptor.get_structure(atoms), max_atoms=max_atoms)
     raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
     return read_structure(raw, fmt=rec.fmt, max_atoms=max_atoms)
 
@@ -508,9 +505,30 @@ class Runner:
 _RUNNER: Runner | None = None
 
 
-def _init_worker(model_path: str, device: str | None, batch_size: int) -> None:
-    """Process-pool initializer: one torch thread, the model loaded once, Ctrl-C left to the parent."""
+def _exit_with(parent_pid: int) -> None:
+    """A daemon thread that ends this worker when the screening process is gone (killed with SIGKILL,
+    it cannot stop its workers; without this they would wait on their queue for ever)."""
+    import threading
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(parent_pid, 0)
+            except ProcessLookupError:
+                os._exit(0)
+            except PermissionError:  # pragma: no cover - the pid now belongs to someone else's process
+                os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="sen-screen-parent-watch").start()
+
+
+def _init_worker(model_path: str, device: str | None, batch_size: int, parent_pid: int | None = None) -> None:
+    """Process-pool initializer: one torch thread, the model loaded once, Ctrl-C left to the parent,
+    and an exit of its own when the parent dies."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent_pid:
+        _exit_with(parent_pid)
     import warnings
 
     warnings.filterwarnings("ignore")
@@ -574,7 +592,7 @@ def iter_local(
         raise ScreenError("worker processes load the model from a file; this predictor has none (use workers=0)")
     method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
     pool = ProcessPoolExecutor(workers, mp_context=mp.get_context(method), initializer=_init_worker,
-                               initargs=(str(model_path), device, batch_size))  # fmt: skip
+                               initargs=(str(model_path), device, batch_size, os.getpid()))  # fmt: skip
     pending: deque = deque()
     try:
         it = iter(_chunks(records, chunk_size))

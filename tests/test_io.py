@@ -390,15 +390,19 @@ def test_run_bounded_stops_hangs_and_memory_explosions():
 def test_coordinates_far_outside_the_cell_are_wrapped_or_refused():
     poscar = "x\n1.0\n4 0 0\n0 4 0\n0 0 4\nNa\n1\nDirect\n200 200 200.25\n"
     s = read_structure(poscar, filename="POSCAR")
-    assert np.allclose(s.frac_coords, [[0, 0, 0.25]])
+    assert np.allclose(s.frac_coords, [[200, 200, 200.25]])  # as the file says
+    assert np.allclose(validate_structure(s).frac_coords, [[0, 0, 0.25]])  # what gets featurised
     for bad, expected in (("1e4", "over 1000 cells"), ("1e308", "over 1000 cells"), ("nan", "NaN or infinite")):
         assert expected in error_of(poscar.replace("200 200 200.25", f"{bad} 0 0"), filename="POSCAR")
 
 
-def test_validate_structure_wraps_sites_in_place():
+def test_validate_structure_wraps_sites_into_a_copy_and_leaves_the_structure_alone():
     s = Structure(Lattice.cubic(5.0), ["Na", "Cl"], [[0, 0, 0], [300.5, -7.5, 0.5]], to_unit_cell=False)
-    validate_structure(s)
-    assert np.allclose(s.frac_coords[1], [0.5, 0.5, 0.5])
+    checked = validate_structure(s)
+    assert np.allclose(checked.frac_coords[1], [0.5, 0.5, 0.5])
+    assert np.allclose(s.frac_coords[1], [300.5, -7.5, 0.5])  # what the user gave is not changed
+    inside = Structure(Lattice.cubic(5.0), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    assert validate_structure(inside) is inside
 
 
 @pytest.mark.parametrize(

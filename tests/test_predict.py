@@ -186,3 +186,15 @@ def test_ensemble_of_networks_with_other_featurisers_is_refused(small_config):
     )
     with pytest.raises(ValueError, match="different featuriser settings"):
         save_ensemble(Path("unused.pt"), [a, b])
+
+
+def test_sites_outside_the_cell_are_predicted_as_the_same_crystal_and_left_as_given(crystals, small_config):
+    from pymatgen.core import Structure
+
+    nacl = crystals["NaCl"]
+    moved = Structure(nacl.lattice, nacl.species, nacl.frac_coords + [[40, -3, 7]] * len(nacl), to_unit_cell=False)
+    given = moved.frac_coords.copy()
+    predictor = Predictor.untrained(small_config)
+    (far,), (near,) = predictor.predict(moved), predictor.predict(nacl)
+    assert far["formation_energy_per_atom"] == pytest.approx(near["formation_energy_per_atom"], abs=1e-5)
+    assert np.array_equal(moved.frac_coords, given)  # the caller's structure is not changed
