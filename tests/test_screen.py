@@ -120,6 +120,23 @@ def wait_for_part(parts: Path, proc: subprocess.Popen, at_least: int = 1, timeou
         time.sleep(0.02)
 
 
+def _descendants(pid: int) -> list:
+    try:
+        import psutil
+    except ImportError:  # pragma: no cover - psutil comes with the test requirements' streamlit
+        return []
+    return psutil.Process(pid).children(recursive=True)
+
+
+def _assert_gone(processes: list, timeout: float = 15) -> None:
+    end = time.monotonic() + timeout
+    alive = processes
+    while alive and time.monotonic() < end:
+        alive = [p for p in alive if p.is_running() and p.status() != "zombie"]
+        time.sleep(0.2)
+    assert not alive, [p.cmdline()[:3] for p in alive]
+
+
 def test_cli_200_crystals_killed_and_resumed_equal_predict(tmp_path, good, expected, capsys):
     """200 crystals and every kind of bad record in gzip JSON Lines: a process-pool run killed (SIGKILL)
     after its first part, then the same command again: one row per record, no duplicate, no gap,
@@ -131,9 +148,11 @@ def test_cli_200_crystals_killed_and_resumed_equal_predict(tmp_path, good, expec
     parts = tmp_path / "results.parquet.parts"
     proc = run_cli(str(data), "--out", str(out), "--workers", "1", "--part-rows", "10")
     wait_for_part(parts, proc)
+    helpers = _descendants(proc.pid)  # the pool's worker (and the forkserver it came from)
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
     assert not out.exists()  # killed part-way: only whole parts are left
+    _assert_gone(helpers)  # the workers notice their parent is gone and exit
     first = sum(pq.read_metadata(p).num_rows for p in parts.glob("part-*.parquet"))
     assert 0 < first < len(rows_in)
 
