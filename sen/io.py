@@ -7,7 +7,6 @@ one-sentence message; nothing else escapes from :func:`read_structure`.
 from __future__ import annotations
 
 import io
-import json
 import math
 import warnings
 from pathlib import Path
@@ -481,16 +480,3 @@ def _check_distances(structure: Structure) -> None:
             f"atoms {i} ({structure[i].species_string}) and {j} ({structure[j].species_string}) are only "
             f"{d:.2f} Å apart (minimum {MIN_INTERATOMIC_DISTANCE} Å); check for duplicated atoms or wrong units"
         )
-
-
-def structure_to_json(structure: Structure) -> str:
-    """Serialise a structure to pymatgen JSON text."""
-    return json.dumps(structure.as_dict())
-
-
-def is_finite_number(x: object) -> bool:
-    """True for a real, finite number (used when reading targets)."""
-    try:
-        return math.isfinite(float(x))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return False

@@ -113,7 +113,34 @@ def run_bounded(
         os.close(read_fd)
         _child(func, args, write_fd, time_limit, memory_limit)
     os.close(write_fd)
-    deadline = time.monotonic() + time_limit
+    data, status, timed_out, expected = _collect(read_fd, pid, time.monotonic() + time_limit)
+    if timed_out:
+        raise StructureError(
+            f"reading {what} took longer than {time_limit:g} s, so it was stopped; "
+            "upload a single, ordered unit cell of at most a few hundred atoms"
+        )
+    if expected is None or len(data) < expected + _HEADER.size:
+        if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGXCPU:
+            raise StructureError(f"reading {what} used too much CPU time, so it was stopped")
+        raise StructureError(
+            f"reading {what} needed too much memory or crashed the reader, so it was stopped; "
+            "check that it is a single unit cell"
+        )
+    kind, value = pickle.loads(data[_HEADER.size : _HEADER.size + expected])  # our own child's answer
+    if kind == "ok":
+        return value
+    if kind == "error":
+        raise StructureError(value)
+    if kind == "memory":
+        raise StructureError(f"reading {what} needed too much memory, so it was stopped; check that it is a single unit cell")
+    if kind == "recursion":
+        raise StructureError(f"{what} is nested too deeply to read")
+    raise ReaderFailed(value)
+
+
+def _collect(read_fd: int, pid: int, deadline: float) -> tuple[bytes, int, bool, int | None]:
+    """Read the child's answer until it is complete, the child dies or ``deadline`` passes (then kill it).
+    Returns (bytes read, the child's wait status, whether it timed out, the answer's announced size)."""
     chunks: list[bytes] = []
     size = 0
     expected: int | None = None
@@ -147,29 +174,7 @@ def run_bounded(
                 except ProcessLookupError:  # pragma: no cover - it just finished
                     pass
             _, status = os.waitpid(pid, 0)
-    if timed_out:
-        raise StructureError(
-            f"reading {what} took longer than {time_limit:g} s, so it was stopped; "
-            "upload a single, ordered unit cell of at most a few hundred atoms"
-        )
-    data = b"".join(chunks)
-    if expected is None or len(data) < expected + _HEADER.size:
-        if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGXCPU:
-            raise StructureError(f"reading {what} used too much CPU time, so it was stopped")
-        raise StructureError(
-            f"reading {what} needed too much memory or crashed the reader, so it was stopped; "
-            "check that it is a single unit cell"
-        )
-    kind, value = pickle.loads(data[_HEADER.size : _HEADER.size + expected])  # our own child's answer
-    if kind == "ok":
-        return value
-    if kind == "error":
-        raise StructureError(value)
-    if kind == "memory":
-        raise StructureError(f"reading {what} needed too much memory, so it was stopped; check that it is a single unit cell")
-    if kind == "recursion":
-        raise StructureError(f"{what} is nested too deeply to read")
-    raise ReaderFailed(value)
+    return b"".join(chunks), status, timed_out, expected
 
 
 class ReaderFailed(Exception):  # noqa: N818 - not an error of ours: the parser's own exception, by name
