@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -65,9 +66,12 @@ def random_rotation(seed: int) -> np.ndarray:
 
 def same_atoms_cell(s: Structure, symprec: float, primitive: bool) -> Structure:
     """spglib's primitive or conventional standard cell of ``s`` *without* idealisation (atoms not moved)."""
-    lattice, positions, numbers = spglib.standardize_cell(
-        (s.lattice.matrix, s.frac_coords, s.atomic_numbers), to_primitive=primitive, no_idealize=True, symprec=symprec
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # spglib's notice about its error handling
+        lattice, positions, numbers = spglib.standardize_cell(
+            (s.lattice.matrix, s.frac_coords, s.atomic_numbers), to_primitive=primitive, no_idealize=True,
+            symprec=symprec,
+        )
     return Structure(Lattice(lattice), numbers, positions)
 
 
