@@ -9,9 +9,12 @@ Two jobs, both reading ``../shared/data/mp_crystals`` and ``sen/models/sen_mp/sp
   ``tests/test_shipped_invariance.py`` without ``../shared``.
 * ``python scripts/make_shipped_fixture.py --mae OUT.json`` predicts every test-split crystal
   through the real inference path (``sen.io.read_structure`` then ``Predictor.predict``) and writes
-  the test MAE of each target, with per-crystal predictions and ``n_cells`` (atoms per primitive
-  cell). ``--legacy-eps`` makes the network treat every cell as one primitive cell (``n_cells`` = 1),
+  the test MAE of each target, with per-crystal predictions and ``n_cells`` (primitive cells in
+  the cell). ``--legacy-eps`` makes the network treat every cell as one primitive cell (``n_cells`` = 1),
   which is exactly the behaviour before the cell-size-aware epsilons: the 'before' figure.
+* ``python scripts/make_shipped_fixture.py --invariance N [--out FILE]`` runs the measurement of
+  ``tests/test_shipped_invariance.py`` on N random test-split crystals (every cell choice) and prints
+  the largest differences.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ def test_records(data: Path = DATA, split: Path = SPLIT) -> list[dict]:
 
 
 def n_cells_of(structure, symprec: float) -> float:
-    """Atoms of ``structure`` per atom of its primitive cell (spglib at ``symprec``)."""
+    """Primitive cells in ``structure``: its atoms / the atoms of spglib's primitive cell at ``symprec``."""
     from sen.graph import primitive_cell_count
 
     return primitive_cell_count(structure, symprec)
