@@ -427,7 +427,7 @@ def symmetry_element_shapes(
         colour = AXIS_COLOURS.get(axis.order, "#7f7f7f")
         legend.setdefault(f"{axis.order}-fold axis", colour)
         shapes = [
-            (lattice.T @ (np.array(a) + o), lattice.T @ (np.array(b) + o), 0.06 if not axis.screw else 0.045, colour,
+            (lattice.T @ (np.array(a) + o), lattice.T @ (np.array(b) + o), 0.09 if not axis.screw else 0.07, colour,
              bool(axis.screw))
             for a, b in axis_segments(axis)
             for o in offsets
@@ -477,7 +477,7 @@ def _numbers(v) -> list[float]:
     return values
 
 
-def add_symmetry_elements(page: str, shapes: ElementShapes, opacity: float = 0.22) -> str:
+def add_symmetry_elements(page: str, shapes: ElementShapes, opacity: float = 0.35) -> str:
     """``page`` (from :func:`build_viewer_html`) with the symmetry-element shapes drawn into its (first)
     3D view and their legend added. Only numbers and checked ``#rrggbb`` colours reach the script; the
     labels are fixed texts, HTML-escaped; the page is checked for script break-outs again."""
