@@ -74,10 +74,10 @@ def _check_number(name: str, value: float, low: float, high: float, unit: str) -
 def _checked(structure: Structure, what: str) -> Structure:
     """The new structure, validated like an upload; the reason names the change that caused it."""
     try:
-        validate_structure(structure)
+        checked = validate_structure(structure)  # a wrapped copy when sites lie outside the cell (else None)
     except StructureError as exc:
         raise StructureError(f"after {what}, {exc}; use a smaller amplitude") from None
-    return structure
+    return checked if isinstance(checked, Structure) else structure
 
 
 def _copy(structure: Structure) -> Structure:
