@@ -49,10 +49,13 @@ class LibraryChoice:
 
 @st.cache_resource(show_spinner=False)
 def load_library() -> tuple[Library | None, str | None]:
-    """The shipped library, loaded once per server, and a one-line error if it cannot be loaded."""
+    """The shipped library, loaded once per server, and a one-line error if it cannot be loaded or was built with
+    another model than the shipped one (its predictions and embeddings would not be this model's)."""
     try:
-        return Library.load(), None
-    except LibraryError as exc:
+        library = Library.load()
+        library.check_model()
+        return library, None
+    except (LibraryError, FileNotFoundError) as exc:
         return None, str(exc)
 
 
@@ -128,10 +131,13 @@ def library_search(library: Library, key: str = "library") -> LibraryChoice:
     if not ids:
         return LibraryChoice(None, filters)
     formulas = dict(zip(library.frame["material_id"], library.frame["formula"], strict=True))
-    picked = sb.selectbox("Open a crystal", [None, *ids], index=(1 if linked else 0), key=f"{key}_pick",
+    picked = sb.selectbox("Open a crystal", [None, *ids], index=(ids.index(linked) + 1 if linked else 0),
+                          key=f"{key}_pick",
                           format_func=lambda m: "—" if m is None else f"{m}  {formulas.get(m, '')}")  # fmt: skip
     if picked is not None and st.query_params.get("crystal") != picked:
         st.query_params["crystal"] = picked
+    elif picked is None and "crystal" in st.query_params:
+        del st.query_params["crystal"]
     return LibraryChoice(picked, filters)
 
 
@@ -179,11 +185,12 @@ def results_table(library: Library, filters: dict) -> pd.DataFrame:
 
 def crystal_file(library: Library, material_id: str):
     """A library crystal as the page's ``CrystalFile`` (pymatgen JSON, exact coordinates), origin ``library``."""
+    import json
+
     from app.results import CrystalFile
-    from sen.io import structure_to_json
 
     row = library.get(material_id)
-    data = structure_to_json(library.structure(material_id)).encode("utf-8")
+    data = json.dumps(library.structure(material_id).as_dict()).encode("utf-8")
     return CrystalFile.from_bytes(f"{row['material_id']}.json", data, origin="library",
                                   title=f"{row['material_id']} {row['formula']}",
                                   source=f"Materials Project {row['material_id']}; {CITATION}")  # fmt: skip

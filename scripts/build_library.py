@@ -250,14 +250,20 @@ def domain_measure(emb: np.ndarray, table: pa.Table, split: np.ndarray, quantile
     result = {"n_test": int(test.sum()), "n_train": int(train.sum()), "quantile": quantile, "threshold": threshold,
               "distance_quartile_edges": [float(x) for x in edges],
               "distance_median": float(np.median(dist)), "targets": {}}  # fmt: skip
-    for t in lib.TARGETS:
-        err = np.abs(table.column("pred_" + t).to_numpy(zero_copy_only=False)[test].astype(np.float64)
-                     - table.column(t).to_numpy(zero_copy_only=False)[test])  # fmt: skip
-        rho = spearmanr(dist, err).statistic if len(dist) > 2 else float("nan")
-        far = dist > threshold
+    dft_gap = table.column("band_gap").to_numpy(zero_copy_only=False)[test]
+    for t, rows in (*((t, slice(None)) for t in lib.TARGETS), ("band_gap_insulators", dft_gap > 0)):
+        col = t.replace("_insulators", "")
+        err = np.abs(table.column("pred_" + col).to_numpy(zero_copy_only=False)[test].astype(np.float64)
+                     - table.column(col).to_numpy(zero_copy_only=False)[test])[rows]  # fmt: skip
+        d, q = dist[rows], quart[rows]
+        if len(d) < 3:
+            continue
+        rho = spearmanr(d, err).statistic
+        far = d > threshold
         result["targets"][t] = {
+            "n": int(len(d)),
             "mae": float(err.mean()),
-            "mae_by_distance_quartile": [float(err[quart == q].mean()) if (quart == q).any() else None for q in range(4)],
+            "mae_by_distance_quartile": [float(err[q == k].mean()) if (q == k).any() else None for k in range(4)],
             "mae_above_threshold": float(err[far].mean()) if far.any() else None,
             "mae_below_threshold": float(err[~far].mean()) if (~far).any() else None,
             "spearman_distance_error": float(rho),

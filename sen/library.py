@@ -117,13 +117,20 @@ def network_features(predictor, batch):
     return out, features.float().cpu().numpy()
 
 
+_SHA_CACHE: dict[tuple, str] = {}
+
+
 def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file (the model version recorded in the library)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """Hex sha256 of a file (the model version recorded in the library); remembered per path, size and mtime."""
+    st = os.stat(path)
+    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        _SHA_CACHE[key] = h.hexdigest()
+    return _SHA_CACHE[key]
 
 
 def encode_array(a: np.ndarray) -> dict:
@@ -536,9 +543,14 @@ class Library:
         threshold, warning = self.threshold, None
         if threshold is not None and len(rows) and rows["distance"].iloc[0] > threshold:
             q = self.domain.get("quantile", 0.9)
-            warning = (f"unlike any known crystal: even the nearest library crystal is {rows['distance'].iloc[0]:.1f} "
-                       f"away, farther than {q:.0%} of test crystals are from their nearest training crystal "
-                       f"({threshold:.1f}); trust the prediction less")  # fmt: skip
+            if isinstance(query, str):  # a library crystal: its DFT value is known, say only how isolated it is
+                warning = (f"few similar crystals: the nearest other library crystal is {rows['distance'].iloc[0]:.1f} "
+                           f"away, farther than {q:.0%} of test crystals are from their nearest training crystal "
+                           f"({threshold:.1f})")  # fmt: skip
+            else:
+                warning = (f"unlike any known crystal: even the nearest library crystal is {rows['distance'].iloc[0]:.1f} "
+                           f"away, farther than {q:.0%} of test crystals are from their nearest training crystal "
+                           f"({threshold:.1f}); trust the prediction less")  # fmt: skip
         return Neighbours(rows.reset_index(drop=True), threshold, warning)
 
     def _query_vector(self, query, predictor) -> np.ndarray:
