@@ -4,8 +4,10 @@ symmetry clusters and the capsule routing. Run with ``streamlit run app/Home.py`
 The page reads like it looks, top to bottom: the sidebar (app/sidebar.py), a table when several
 files were uploaded at once (app/batch.py), then one crystal in detail: prediction
 (app/prediction_panel.py), 3D view and symmetry side by side (app/view_panel.py,
-app/symmetry_panel.py), capsule routing (app/routing_panel.py) and downloads
-(app/downloads_panel.py). A section that fails shows one line and the others go on.
+app/symmetry_panel.py), capsule routing (app/routing_panel.py), a comparison with a second crystal
+and downloads (app/downloads_panel.py). The sidebar's teaching controls (app/teaching_panel.py) distort
+or substitute the crystal, and the page's state lives in its address (a link to share). A section that
+fails shows one line and the others go on.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ if str(ROOT) not in sys.path:  # `streamlit run app/Home.py` puts only app/ on t
 
 import streamlit as st  # noqa: E402
 
-from app import viewer  # noqa: E402
+from app import teaching_panel, viewer  # noqa: E402
 from app.batch import several_files  # noqa: E402
 from app.common import setup_logging  # noqa: E402
 from app.downloads_panel import downloads  # noqa: E402
@@ -43,16 +45,23 @@ st.caption(
 )
 
 predictor, model_error = get_predictor()
-settings = sidebar(load_gallery(), predictor)
+gallery = load_gallery()
+teaching_panel.read_link(gallery)  # a shared link sets the page's state (first run of a session only)
+settings = sidebar(gallery, predictor)
 
 if len(settings.batch) > 1:
     several_files(settings.batch, predictor)
 
 loaded = load_structure(settings)
+edited = None
 if loaded is not None:
-    crystal, structure = loaded
+    # the sidebar's "Teach symmetry" controls may distort or substitute the crystal: the page shows the result
+    edited = teaching_panel.teaching_controls(*loaded, predictor, settings.symprec, settings.angle_tolerance)
+    crystal, structure = edited.crystal, edited.structure
     header(crystal, structure)
     explanation = prediction(crystal, structure, predictor, model_error)
+    teaching_panel.symmetry_change(edited)
+    show_elements = teaching_panel.symmetry_elements_toggle()
 
     if settings.colour_mode == viewer.SIDE_BY_SIDE:  # two 3D views need the full width
         view_column, symmetry_column = st.container(), st.container()
@@ -61,8 +70,10 @@ if loaded is not None:
     with symmetry_column:
         sym = symmetry(crystal, structure, settings, explanation)
     with view_column:
-        structure_view(crystal, structure, settings, sym, explanation)
+        structure_view(crystal, structure, settings, sym, explanation, show_elements)
 
     routing_data = routing(crystal, structure, explanation, predictor)
+    teaching_panel.compare_view(edited, gallery, predictor, settings.symprec, settings.angle_tolerance)
     downloads(crystal, structure, explanation, predictor, sym, routing_data)
+    teaching_panel.write_link(edited, gallery, settings)
     footer(crystal, structure, predictor, time.perf_counter() - started)

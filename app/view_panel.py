@@ -8,7 +8,7 @@ import streamlit as st
 from pymatgen.core import Structure
 
 from app import viewer
-from app.common import panel
+from app.common import literal, panel
 from app.results import CrystalFile, SymmetryView, unique_orbit_names
 from app.sidebar import Settings
 
@@ -17,9 +17,15 @@ CANVAS_HEIGHT = 420
 
 @panel("3D view")
 def structure_view(
-    crystal: CrystalFile, structure: Structure, settings: Settings, sym: SymmetryView | None, explanation: dict | None
+    crystal: CrystalFile,
+    structure: Structure,
+    settings: Settings,
+    sym: SymmetryView | None,
+    explanation: dict | None,
+    show_elements: bool = False,
 ) -> None:
-    """Interactive 3D view (3Dmol.js) with the chosen colouring and its legend."""
+    """Interactive 3D view (3Dmol.js) with the chosen colouring and its legend, and the space group's
+    symmetry elements drawn in when ``show_elements``."""
     st.markdown("**Structure** (drag to rotate, scroll to zoom)")
     if not viewer.local_script_available():
         st.warning(
@@ -39,8 +45,17 @@ def structure_view(
     page = viewer.build_viewer_html(
         structure, colourings, supercell=supercell, atom_labels=labels, height=CANVAS_HEIGHT, name=crystal.title
     )
-    legend_rows = max(1, max(len(c.legend) for c in colourings) // 6 + 1)
+    elements_caption = ""
+    if show_elements:
+        from app.teaching_panel import with_symmetry_elements
+
+        page, elements_caption = with_symmetry_elements(
+            page, crystal, structure, settings.symprec, settings.angle_tolerance, supercell
+        )
+    legend_rows = max(1, max(len(c.legend) for c in colourings) // 6 + 1) + (1 if show_elements else 0)
     viewer.render_viewer(page, viewer.viewer_height(CANVAS_HEIGHT, legend_rows))
+    if elements_caption:
+        st.caption(literal(elements_caption))
     caption = (
         "Grey lines: the unit cell (axes a, b, c). Atoms on a cell face are drawn on both faces. "
         "Wyckoff orbit: atoms that the symmetry operations map onto each other share a colour. "

@@ -7,6 +7,7 @@ one-sentence message; nothing else escapes from :func:`read_structure`.
 from __future__ import annotations
 
 import io
+import json
 import math
 import warnings
 from pathlib import Path
@@ -480,3 +481,8 @@ def _check_distances(structure: Structure) -> None:
             f"atoms {i} ({structure[i].species_string}) and {j} ({structure[j].species_string}) are only "
             f"{d:.2f} Å apart (minimum {MIN_INTERATOMIC_DISTANCE} Å); check for duplicated atoms or wrong units"
         )
+
+
+def structure_to_json(structure: Structure) -> str:
+    """A structure as pymatgen JSON text (what :func:`read_structure` reads back with ``fmt="json"``)."""
+    return json.dumps(structure.as_dict())

@@ -389,3 +389,20 @@ def test_the_routing_of_every_network_can_be_picked():
     assert "routing shown is that of network 3" in texts(at.caption)
     table = next(d for d in at.dataframe if "network" in d.value.columns)
     assert list(table.value["network"]) == [1, 2, 3, 4, 5, 6]
+
+
+@needs_model
+@pytest.mark.parametrize(
+    ("params", "shown"),
+    [({"example": "srtio3_perovskite", "displace": "Ti:0,0,0.1"}, "P4mm (99)"),
+     ({"example": "nacl_rocksalt", "substitute": "Na:K"}, "KCl")],
+)  # fmt: skip
+def test_the_home_page_opens_a_shared_link(params, shown):
+    at = AppTest.from_file(APP, default_timeout=120)
+    for key, value in params.items():
+        at.query_params[key] = value
+    at.run()
+    assert not at.exception and not at.error
+    page = texts(at.markdown) + texts(at.caption) + texts(at.subheader) + texts(at.header)
+    assert shown in page
+    assert all(dict(at.query_params).get(k) == v for k, v in params.items())  # the link stays the page's state
