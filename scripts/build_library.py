@@ -2,7 +2,7 @@
 """Build the crystal library shipped in ``assets/library/`` from Materials Project JSON Lines.
 
     python scripts/build_library.py                                   # ../shared/data/mp_crystals, sen_mp
-    nice -n 15 nohup python scripts/build_library.py > build/library.log 2>&1 &   # the full build, 20-40 min
+    nice -n 15 nohup python scripts/build_library.py > .cache/library_build.log 2>&1 &   # the full build
     python scripts/build_library.py --data tiny.jsonl.gz --split split.json --out /tmp/lib.parquet --work /tmp/w
 
 Two stages, the first resumable:
@@ -338,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="sen_mp", help="a shipped model's name or a model.pt (default sen_mp)")
     p.add_argument("--split", default=None, help="split.json (default: the one beside the model)")
     p.add_argument("--out", default=str(lib.DEFAULT_LIBRARY))
-    p.add_argument("--work", default=str(ROOT / "build" / "library"), help="folder of the resumable chunks")
+    p.add_argument("--work", default=str(ROOT / ".cache" / "library_build"),
+                   help="folder of the resumable chunks (default .cache/library_build; not build/, which packaging clears)")
     p.add_argument("--chunk", type=int, default=500, help="crystals per chunk file (default 500)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--dims", type=int, default=32, help="PCA components of the embedding (default 32)")
