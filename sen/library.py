@@ -352,12 +352,12 @@ class Library:
         if self._elements is None:
             from pymatgen.core.periodic_table import Element
 
+            lists = self.frame["elements"].fillna("").str.split()
+            lengths = lists.str.len().to_numpy()
+            flat = np.array([sym for row in lists for sym in row], dtype=object)
+            z_of = {sym: Element(sym).Z for sym in set(flat)}
             m = np.zeros((len(self.frame), 119), dtype=bool)
-            z_of: dict[str, int] = {}
-            for i, text in enumerate(self.frame["elements"]):
-                for sym in (text or "").split():
-                    z = z_of.get(sym) or z_of.setdefault(sym, Element(sym).Z)
-                    m[i, z] = True
+            m[np.repeat(np.arange(len(self.frame)), lengths), np.array([z_of[x] for x in flat], dtype=int)] = True
             self._elements = m
         return self._elements
 
