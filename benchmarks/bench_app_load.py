@@ -18,6 +18,11 @@ after they have all opened the page, and at the end. Prints a summary and writes
 ``benchmarks/results/app_load.json``.
 
     python benchmarks/bench_app_load.py [--sessions 20] [--uploads 6]
+    python benchmarks/bench_app_load.py --hostile 20 --out benchmarks/results/app_load_hostile.json
+
+``--hostile N`` adds N sessions that each upload a file sen.io must refuse (tests/data/io_regressions):
+each must get its one-line reason with the rest of the page working, every honest session must still
+complete, and the server's peak memory while they act is recorded.
 """
 
 from __future__ import annotations
@@ -106,6 +111,12 @@ class Session:
                 await self.option.click()
                 example = self.action["example"]
                 await wait_complete(self.page, example.name, digest_of(example.path))
+            elif self.action["kind"] == "hostile":  # the page must answer with its one-line reason
+                upload = {"name": self.action["title"], "mimeType": "text/plain", "buffer": self.action["data"]}
+                await self.page.locator('[data-testid="stSidebar"] input[type="file"]').set_input_files(files=[upload])
+                await self.page.get_by_text(self.action["title"]).first.wait_for(timeout=TIMEOUT_MS)
+                await self.page.locator('[data-testid="stAlertContentError"], [data-testid="stAlertContentWarning"]'
+                                        ).first.wait_for(timeout=TIMEOUT_MS)  # fmt: skip
             else:
                 upload = {"name": self.action["title"], "mimeType": "chemical/x-cif", "buffer": self.action["data"]}
                 await self.page.locator('[data-testid="stSidebar"] input[type="file"]').set_input_files(files=[upload])
@@ -113,6 +124,8 @@ class Session:
             done = time.perf_counter()
             last_frame = max((t for t in self.frames if t >= started), default=None)
             errors = await self.page.locator('[data-testid="stAlertContentError"]').count()
+            if self.action["kind"] == "hostile":  # refused, as it should be; the rest of the page kept working
+                errors = 0 if await self.page.locator('[data-testid="stException"]').count() == 0 else 1
             self.result.update(
                 ok=errors == 0,
                 errors_on_page=errors,
@@ -123,6 +136,16 @@ class Session:
             )
         except Exception as exc:  # a session that fails is counted, not fatal
             self.result.update(ok=False, error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+
+
+HOSTILE = ROOT / "tests" / "data" / "io_regressions"  # files sen.io must refuse (see tests/test_io.py)
+
+
+def hostile_actions(n: int) -> list[dict]:
+    """``n`` uploads of hostile files (exploding symmetry, huge counts, far coordinates, object decoding, ...)."""
+    files = sorted(p for p in HOSTILE.iterdir() if p.is_file())
+    return [{"kind": "hostile", "title": f"hostile_{k:02d}_{files[k % len(files)].name}",
+             "data": files[k % len(files)].read_bytes()} for k in range(n)]  # fmt: skip
 
 
 def actions(n_sessions: int, n_uploads: int) -> list[dict]:
@@ -152,7 +175,7 @@ async def run(args) -> dict:
 
     gallery = load_gallery()
     opening = gallery[default_index(gallery)]
-    plan = actions(args.sessions, args.uploads)
+    plan = actions(args.sessions, args.uploads) + hostile_actions(args.hostile)
     log_path = Path(args.log)
     with serve_app(log_path=log_path) as url:
         port = int(url.rsplit(":", 1)[1])
@@ -168,15 +191,23 @@ async def run(args) -> dict:
             load_before = os.getloadavg()
             start = asyncio.Event()
             tasks = [asyncio.create_task(s.act(start)) for s in sessions]
+            peak = {"mb": rss_open or 0.0}
+
+            async def sample() -> None:  # the server's peak memory while the sessions act
+                while not all(t.done() for t in tasks):
+                    peak["mb"] = max(peak["mb"], server_rss_mb(port) or 0.0)
+                    await asyncio.sleep(0.25)
+
             await asyncio.sleep(0.2)
             start.set()
-            await asyncio.gather(*tasks)
+            await asyncio.gather(*tasks, sample())
             load_after = os.getloadavg()
             rss_end = server_rss_mb(port)
             version = browser.version
             await browser.close()
     results = [s.result for s in sessions]
     ok = [r for r in results if r.get("ok")]
+    honest = [r for r in ok if r["action"] != "hostile"]
     return {
         "what": "concurrent sessions, one server: time from each session's action to its complete result page",
         "command": "python benchmarks/bench_app_load.py " + " ".join(sys.argv[1:]),
@@ -191,13 +222,18 @@ async def run(args) -> dict:
         "sessions": len(results),
         "completed_without_error": len(ok),
         "all_pages_opened_s": round(open_s, 3),
-        "seconds_to_complete_result": stats([r["seconds"] for r in ok]),
-        "server_script_ms": stats([r["server_script_ms"] for r in ok if r.get("server_script_ms") is not None]),
+        "seconds_to_complete_result": stats([r["seconds"] for r in honest]),
+        "server_script_ms": stats([r["server_script_ms"] for r in honest if r.get("server_script_ms") is not None]),
+        "hostile_seconds_to_refusal": stats([r["seconds"] for r in ok if r["action"] == "hostile"]),
         "to_last_server_message_s": stats([r["to_last_server_message_s"] for r in ok if r["to_last_server_message_s"]]),
         "client_after_last_message_s": stats(
             [r["client_after_last_message_s"] for r in ok if r["client_after_last_message_s"] is not None]
         ),
-        "server_rss_mb": {"before_visitors": rss_start, "all_pages_open": rss_open, "after_all_results": rss_end},
+        "server_rss_mb": {"before_visitors": rss_start, "all_pages_open": rss_open, "after_all_results": rss_end,
+                          "peak_while_acting": peak["mb"]},
+        "hostile_sessions": {"n": args.hostile, "refused_cleanly": sum(
+            1 for r in results if r["action"] == "hostile" and r.get("ok"))},
+        "honest_sessions_completed": sum(1 for r in ok if r["action"] != "hostile"),
         "per_session": results,
     }
 
@@ -206,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--uploads", type=int, default=6, help="sessions that upload a file instead of picking")
+    parser.add_argument("--hostile", type=int, default=0, help="extra sessions that each upload a hostile file")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--log", default="/tmp/bench_app_load_server.log", help="the server's output")
     args = parser.parse_args(argv)
