@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import sen.predict
 from sen.graph import collate
 from sen.io import read_structure
 from sen.model import SEN, Ensemble
@@ -45,7 +46,8 @@ def test_stacked_networks_give_each_networks_outputs(crystals, small_config):
             _assert_same(mine, net(batch, explain=True))
 
 
-def test_predictor_runs_an_ensemble_stacked_with_the_loops_numbers(crystals, small_config):
+def test_predictor_runs_an_ensemble_stacked_with_the_loops_numbers(crystals, small_config, monkeypatch):
+    monkeypatch.setattr(sen.predict, "STACKED_MAX_EDGES", 10**9)  # the stacked path for every batch size
     ensemble = Ensemble(_networks(small_config))
     predictor = Predictor(ensemble, device="cpu")
     assert predictor.stacked is not None
@@ -59,7 +61,8 @@ def test_predictor_runs_an_ensemble_stacked_with_the_loops_numbers(crystals, sma
             assert a[key] == pytest.approx(b[key], abs=1e-5), key
 
 
-def test_shipped_ensemble_stacked_equals_its_networks_and_explains_every_network():
+def test_shipped_ensemble_stacked_equals_its_networks_and_explains_every_network(monkeypatch):
+    monkeypatch.setattr(sen.predict, "STACKED_MAX_EDGES", 10**9)
     predictor = Predictor.load(device="cpu")
     assert predictor.stacked is not None and predictor.n_members == 6
     structures = [read_structure(EXAMPLES / f) for f in ("lifepo4_olivine.cif", "cu_fcc.cif", "al2sio5_kyanite.cif")]
