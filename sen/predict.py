@@ -135,11 +135,12 @@ class Predictor:
         if self.stacked is not None and (self.device.type == "cuda" or batch.edge_src.numel() <= STACKED_MAX_EDGES):
             outs = self.stacked(batch, explain=explain)
             out = self.model.combine(outs, batch.crystal_index if explain else None)
+        elif per_network and isinstance(self.model, Ensemble):  # each network once, combined as the ensemble does
+            outs = [m(batch, explain=explain) for m in self.model.members]
+            out = self.model.combine(outs, batch.crystal_index if explain else None)
         else:
             out = self.model(batch, explain=explain)
             outs = [out]
-            if per_network and isinstance(self.model, Ensemble):
-                outs = [m(batch, explain=explain) for m in self.model.members]
         return (out, outs) if per_network else out
 
     def screen(self, items, *, workers: int = 0, batch_size: int = 64):
