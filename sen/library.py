@@ -652,7 +652,7 @@ def _cli_search(library: Library, args) -> int:
     sys.stdout.write(format_table(records, [c for _, c in SEARCH_COLUMNS], args.format))
     if args.format == "table":
         more = f"; the first {len(records)} shown (--limit 0 for all)" if len(records) < total else ""
-        print(f"{total} of {len(library)} crystals match{more}", file=sys.stderr)
+        print(f"{total:,} of {len(library):,} crystals match{more}", file=sys.stderr)
     return 0
 
 

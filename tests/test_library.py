@@ -135,7 +135,7 @@ def test_shipped_library_is_of_the_shipped_model(shipped):
 
 def test_check_model_refuses_other_weights(shipped, tmp_path):
     other = tmp_path / "model.pt"
-    other.write_bytes(MODEL.read_bytes()[:-1] + b"\0")
+    other.write_bytes(MODEL.read_bytes() + b"another version")
     with pytest.raises(LibraryError, match="rebuild"):
         shipped.check_model(other)
 
@@ -254,9 +254,11 @@ def test_cli_search(shipped, capsys):
     assert main(["library", "search", "LiFePO4", "--spacegroup", "62", "--format", "csv"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("id,formula") and "mp-19017,LiFePO4,Pnma (62)" in out
-    assert main(["library", "search", "Fe", "--only", "--metal", "--limit", "2"]) == 0
+    assert main(["library", "search", "Fe O", "--only", "--insulator", "--limit", "2"]) == 0
     captured = capsys.readouterr()
-    assert len(captured.out.strip().splitlines()) == 3 and "crystals match" in captured.err
+    n = len(shipped.search("Fe O", only=True, metal=False))
+    assert n > 2 and len(captured.out.strip().splitlines()) == 3
+    assert f"{n:,} of 33,064 crystals match; the first 2 shown" in captured.err
 
 
 def test_cli_show_and_nearest(capsys):
