@@ -350,14 +350,18 @@ class Library:
 
     def _element_matrix(self) -> np.ndarray:
         if self._elements is None:
+            import pyarrow as pa
+            import pyarrow.compute as pc
             from pymatgen.core.periodic_table import Element
 
-            lists = self.frame["elements"].fillna("").str.split()
-            lengths = lists.str.len().to_numpy()
-            flat = np.array([sym for row in lists for sym in row], dtype=object)
-            z_of = {sym: Element(sym).Z for sym in set(flat)}
+            text = pa.array(self.frame["elements"].fillna("").astype(str).to_numpy(), type=pa.string())
+            lists = pc.split_pattern(text, " ", max_splits=None)
+            flat = pc.drop_null(lists.flatten()).dictionary_encode()  # a few dozen distinct symbols
+            z_of = np.array([Element(sym).Z if sym else 0 for sym in flat.dictionary.to_pylist()], dtype=np.int64)
+            rows = np.repeat(np.arange(len(self.frame)), pc.list_value_length(lists).to_numpy(zero_copy_only=False))
             m = np.zeros((len(self.frame), 119), dtype=bool)
-            m[np.repeat(np.arange(len(self.frame)), lengths), np.array([z_of[x] for x in flat], dtype=int)] = True
+            m[rows, z_of[flat.indices.to_numpy(zero_copy_only=False)]] = True
+            m[:, 0] = False  # the empty string of a crystal without elements
             self._elements = m
         return self._elements
 
