@@ -76,10 +76,12 @@ def network_features(predictor, batch):
     import torch
 
     from sen.model import SEN, Ensemble, scatter_mean
+    from sen.predict import STACKED_MAX_EDGES
 
     with torch.inference_mode():
-        st = predictor.stacked
-        if st is not None:  # the six networks as one (sen.stacked.StackedSEN), layer by layer as its forward
+        st = predictor.stacked  # as Predictor._forward: stacked on CUDA and for small CPU batches (faster there)
+        if st is not None and (batch.edge_src.device.type == "cuda" or batch.edge_src.numel() <= STACKED_MAX_EDGES):
+            # the six networks as one (sen.stacked.StackedSEN), layer by layer as its forward
             z = batch.atomic_numbers
             h = st.embed(z, "atoms.embed") + st.lin(st.descriptors.index_select(0, z), "atoms.project")
             e = st.lin(st.distances(batch.edge_length), "edge_embed")
