@@ -27,10 +27,19 @@ from app.batch import several_files  # noqa: E402
 from app.common import setup_logging  # noqa: E402
 from app.downloads_panel import downloads  # noqa: E402
 from app.gallery import load_gallery  # noqa: E402
+from app.library_panel import (  # noqa: E402
+    crystal_file,
+    library_search,
+    load_library,
+    nearest_table,
+    parity_panel,
+    prediction_cards,
+    results_table,
+)
 from app.prediction_panel import footer, header, load_structure, prediction  # noqa: E402
 from app.results import get_predictor  # noqa: E402
 from app.routing_panel import routing  # noqa: E402
-from app.sidebar import sidebar  # noqa: E402
+from app.sidebar import sidebar, with_library_pick  # noqa: E402
 from app.symmetry_panel import symmetry  # noqa: E402
 from app.view_panel import structure_view  # noqa: E402
 
@@ -48,9 +57,18 @@ predictor, model_error = get_predictor()
 gallery = load_gallery()
 teaching_panel.read_link(gallery)  # a shared link sets the page's state (first run of a session only)
 settings = sidebar(gallery, predictor)
+library, library_error = load_library()  # the 33,064 known crystals (assets/library)
+choice = library_search(library) if library is not None else None
+if library is None:
+    st.sidebar.caption(f"The crystal library is not available: {library_error}")
+picked = choice.material_id if choice is not None else None  # a known crystal (search, or ?crystal=mp-...)
+settings = with_library_pick(settings, crystal_file(library, picked) if picked else None)
+opened = picked if settings.crystal is not None and settings.crystal.origin == "library" else None
 
 if len(settings.batch) > 1:
     several_files(settings.batch, predictor)
+if choice is not None and choice.filters:
+    results_table(library, choice.filters)
 
 loaded = load_structure(settings)
 edited = None
@@ -60,6 +78,8 @@ if loaded is not None:
     crystal, structure = edited.crystal, edited.structure
     header(crystal, structure)
     explanation = prediction(crystal, structure, predictor, model_error)
+    if opened and not edited.changed:  # DFT beside the prediction, and whether the model trained on it
+        prediction_cards(library, opened)
     teaching_panel.symmetry_change(edited)
     show_elements = teaching_panel.symmetry_elements_toggle()
 
@@ -73,7 +93,12 @@ if loaded is not None:
         structure_view(crystal, structure, settings, sym, explanation, show_elements)
 
     routing_data = routing(crystal, structure, explanation, predictor)
+    if library is not None:  # the known crystals the model considers most similar, and its errors on them
+        query = opened if opened and not edited.changed else structure
+        nearest_table(library, query, predictor=predictor, exclude=opened)
     teaching_panel.compare_view(edited, gallery, predictor, settings.symprec, settings.angle_tolerance)
     downloads(crystal, structure, explanation, predictor, sym, routing_data)
-    teaching_panel.write_link(edited, gallery, settings)
+    teaching_panel.write_link(edited, gallery, settings, extra={"crystal": opened} if opened else None)
     footer(crystal, structure, predictor, time.perf_counter() - started)
+if library is not None:
+    parity_panel(library, choice.filters if choice is not None else {})  # "how well does the model do here?"

@@ -8,7 +8,7 @@ earlier uploads stay in the uploader and can still be picked for the detailed vi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import streamlit as st
 
@@ -178,3 +178,29 @@ def _view_controls() -> tuple[str, tuple[int, int, int], bool]:
     )
     label_atoms = side.checkbox("Label atoms with their orbit", key="label_atoms")
     return mode, supercell, label_atoms
+
+
+def with_library_pick(settings: Settings, picked: CrystalFile | None) -> Settings:
+    """The settings with the crystal to show in detail chosen among the gallery, the uploads and a crystal
+    picked in the library search: whichever of the three the visitor changed last (the gallery first)."""
+    state = st.session_state
+    sources = {
+        "example": settings.example.digest if settings.example is not None else None,
+        "upload": tuple(c.digest for c in settings.batch) or None,
+        "library": picked.digest if picked is not None else None,
+    }
+    if "_sources" not in state:  # the first run: a linked library crystal, else an upload, else the gallery
+        latest = "library" if sources["library"] else "upload" if sources["upload"] else "example"
+    else:
+        latest = state.get("_latest_source", "example")
+        for name, value in sources.items():
+            if value is not None and value != state["_sources"].get(name):
+                latest = name  # changed since the last run
+    if sources.get(latest) is None:  # what was shown is gone (a cleared search or upload)
+        latest = "upload" if sources["upload"] else "example"
+    state["_sources"], state["_latest_source"] = sources, latest
+    if latest == "library":
+        return replace(settings, crystal=picked)
+    if latest == "example" and settings.example is not None:
+        return replace(settings, crystal=settings.example)
+    return settings

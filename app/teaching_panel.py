@@ -713,10 +713,11 @@ def current_link(edited: Edited | None, gallery: Sequence[Example], settings) ->
     return link_params(state)
 
 
-def write_link(edited: Edited | None, gallery: Sequence[Example], settings, where=None) -> str:
+def write_link(edited: Edited | None, gallery: Sequence[Example], settings, where=None, extra=None) -> str:
     """Put the page state into the address bar (``st.query_params``) and show it as a link to share
-    (default in the sidebar); returns the query string. Call it last."""
-    params = current_link(edited, gallery, settings)
+    (default in the sidebar); returns the query string. ``extra``: more parameters of the page (such as
+    ``crystal=mp-804``, a library crystal). Call it last."""
+    params = {**(extra or {}), **current_link(edited, gallery, settings)}
     if dict(st.query_params) != params:
         st.query_params.from_dict(params)
     query = "?" + urlencode(params, safe=":,") if params else ""

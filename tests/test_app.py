@@ -78,6 +78,14 @@ def run_app() -> AppTest:
     return at
 
 
+SECTION_SUBHEADERS = {"Known crystals", "Nearest known crystals", "How well does the model do here?"}
+
+
+def crystal_subheaders(at: AppTest) -> list[str]:
+    """The subheaders naming a crystal (the page's fixed section titles left out)."""
+    return [s.value for s in at.subheader if s.value not in SECTION_SUBHEADERS]
+
+
 def texts(elements) -> str:
     return "\n".join(str(e.value) for e in elements)
 
@@ -100,7 +108,7 @@ def assert_complete(at: AppTest, title: str) -> None:
     labels = [m.label for m in at.metric]
     if HAS_MODEL:
         assert {"Band gap", "Formation energy", "Metal or insulator"} <= set(labels)
-        assert len(at.get("plotly_chart")) == 5
+        assert len(at.get("plotly_chart")) == 5 + 2  # five routing charts, two parity plots of the library
         values = {m.label: m.value for m in at.metric}
         assert values["Band gap"].endswith(" eV") and values["Formation energy"].endswith(" eV/atom")
         assert values["Metal or insulator"] in ("Metal", "Insulator")
@@ -121,7 +129,7 @@ def test_default_gallery_pick_shows_complete_result():
     gallery = load_gallery()
     default = next(e for e in gallery if e.file == DEFAULT_EXAMPLE)
     assert at.sidebar.selectbox[0].format_func(at.sidebar.selectbox[0].value) == default.label
-    assert [s.value for s in at.subheader] == [default.name]
+    assert crystal_subheaders(at) == [default.name]
     assert not at.error
     assert_complete(at, default.name)
     assert "Pm-3m" in texts(at.markdown)
@@ -137,7 +145,7 @@ def test_picking_another_gallery_crystal_updates_everything():
     before = srcdoc(at)
     at.sidebar.selectbox[0].set_value(index).run()
     assert not at.exception
-    assert [s.value for s in at.subheader] == [gallery[index].name]
+    assert crystal_subheaders(at) == [gallery[index].name]
     assert "Fm-3m" in texts(at.markdown)
     assert srcdoc(at) != before and 'data-crystal="NaCl (rock salt)"' in srcdoc(at)
     assert_complete(at, gallery[index].name)
@@ -146,7 +154,7 @@ def test_picking_another_gallery_crystal_updates_everything():
 @needs_model
 def test_upload_of_a_good_file():
     at = upload(run_app(), ("POSCAR_rutile", poscar_bytes(rutile())))
-    assert [s.value for s in at.subheader] == [literal("POSCAR_rutile")]  # Markdown source
+    assert crystal_subheaders(at) == [literal("POSCAR_rutile")]  # Markdown source
     assert "P4\\_2/mnm" in texts(at.markdown)  # Markdown-escaped P4_2/mnm
     assert not at.error
     assert_complete(at, "POSCAR_rutile")
@@ -187,10 +195,10 @@ def test_several_files_give_a_table_and_list_bad_files():
     assert len(at.get("progress")) == 1
     assert any(b.proto.label == "All predictions (CSV)" for b in at.get("download_button"))
     # the first file of the upload is shown in detail; another one can be picked
-    assert [s.value for s in at.subheader] == ["NaCl.cif"]
+    assert crystal_subheaders(at) == ["NaCl.cif"]
     inspect = at.sidebar.selectbox(key="inspect_upload")
     inspect.select_index(inspect.options.index("rutile.vasp")).run()
-    assert [s.value for s in at.subheader] == ["rutile.vasp"]
+    assert crystal_subheaders(at) == ["rutile.vasp"]
 
 
 @needs_model
@@ -406,3 +414,21 @@ def test_the_home_page_opens_a_shared_link(params, shown):
     page = texts(at.markdown) + texts(at.caption) + texts(at.subheader) + texts(at.header)
     assert shown in page
     assert all(dict(at.query_params).get(k) == v for k, v in params.items())  # the link stays the page's state
+
+
+@needs_model
+def test_a_library_link_opens_the_known_crystal_and_a_gallery_pick_replaces_it():
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["crystal"] = "mp-19017"
+    at.run()
+    assert not at.exception and not at.error
+    assert crystal_subheaders(at)[0].startswith("mp-19017 LiFePO4")
+    labels = [m.label for m in at.metric]
+    assert "DFT (Materials Project)" in labels and "SEN" in labels
+    assert "Nearest known crystals" in [s.value for s in at.subheader]
+    assert dict(at.query_params).get("crystal") == "mp-19017"  # the link keeps naming it
+    gallery = load_gallery()
+    index = next(i for i, e in enumerate(gallery) if e.file == "nacl_rocksalt.cif")
+    at.sidebar.selectbox[0].set_value(index).run()  # the visitor changes the gallery: that crystal is shown
+    assert not at.exception
+    assert crystal_subheaders(at)[0] == gallery[index].name

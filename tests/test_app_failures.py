@@ -93,7 +93,7 @@ def test_memory_error_while_reading_shows_the_example_instead(monkeypatch, caplo
     )
     assert "Showing the example crystal" in texts(at.info)
     assert footer(at).startswith(f"Page complete: {literal(EXAMPLE)}")
-    assert len(at.get("plotly_chart")) == 5
+    assert len(at.get("plotly_chart")) == 5 + 2  # routing charts and the library's parity plots
     assert logged(caplog, MemoryError)
 
 
@@ -154,7 +154,7 @@ def test_failing_symmetry_leaves_prediction_and_3d_view(monkeypatch, caplog):
         "Spglib could not determine the symmetry for the symmetry analysis; try another symmetry tolerance"
     )
     assert {"Band gap", "Formation energy"} <= {m.label for m in at.metric}
-    assert len(at.get("iframe")) == 1 and len(at.get("plotly_chart")) == 5
+    assert len(at.get("iframe")) == 1 and len(at.get("plotly_chart")) == 5 + 2
     at.sidebar.radio(key="colour_mode").set_value("Wyckoff orbit").run()  # the network's orbits colour it
     assert not at.exception and "Ti 2a" in at.get("iframe")[0].proto.srcdoc
     assert footer(at).startswith("Page complete: rutile.vasp")
