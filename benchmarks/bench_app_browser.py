@@ -57,9 +57,11 @@ COMPLETE_PAGE_JS = """
   const body = frame && frame.contentDocument && frame.contentDocument.body;
   if (!body || body.getAttribute('data-crystal') !== title) return false;
   if (body.getAttribute('data-viewer-ready') !== '1' || !body.querySelector('canvas')) return false;
+  // the crystal's routing charts carry its digest; other charts (the library's parity plots) carry none
   const plots = [...document.querySelectorAll('.js-plotly-plot')];
-  return plots.length >= 5 && plots.every(
-    p => p.querySelector('.main-svg') && p.layout && p.layout.meta && p.layout.meta.crystal === digest);
+  if (plots.some(p => !p.querySelector('.main-svg') || !p.layout)) return false;
+  const charts = plots.filter(p => p.layout.meta && p.layout.meta.crystal !== undefined);
+  return charts.length >= 5 && charts.every(p => p.layout.meta.crystal === digest);
 }
 """
 

@@ -116,7 +116,7 @@ def test_choosing_an_example_shows_numbers_3d_view_and_heatmaps(page, app_url):
 
     assert canvas_colours(page) > 20, "the 3D canvas is blank"
     plots = page.locator(".js-plotly-plot")
-    assert plots.count() == 5
+    assert plots.count() == 5 + 2  # the routing charts and the library's two parity plots
     assert page.locator(".js-plotly-plot .heatmaplayer").count() == 4  # atoms, orbits, attention, outputs
     assert page.locator(".js-plotly-plot .barlayer").count() == 1
 
