@@ -45,6 +45,12 @@ RUN = {
         ["error: /tmp/broken.cif:", "assets/examples/cu_fcc.cif", "Fm-3m (225)"],
     ),
     "sen train --help": (0, ["--config", "--init-from", "--train-on-val", "--cutoff", "--dropout"]),
+    "sen screen assets/examples/*.cif --out /tmp/screen.csv --overwrite": (
+        0,
+        ["19 predicted, 0 failed", "wrote 19 rows to /tmp/screen.csv"],
+    ),
+    'sen library search "Li Fe P O" --gap 1:3': (0, ["LiFeP2O7", "crystals match"]),
+    "sen library show mp-19017": (0, ["LiFePO4", "Pnma (62)", "training crystal"]),
 }
 # Run only where the training data is (it lives outside the repository), into a temporary folder
 # instead of runs/ and .cache/ (this checkout is shared; the outputs are the same).
