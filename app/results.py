@@ -41,6 +41,7 @@ from sen.symmetry import (
     DEFAULT_SYMPREC,
     SymmetryReport,
     analyze_symmetry,
+    unique_orbit_names,
 )
 
 #: Units of the predicted properties, for labels and downloads (the only place the app names them).
@@ -417,20 +418,6 @@ def orbit_table(report: SymmetryReport) -> list[dict]:
         }
         for orbit, name in zip(report.orbits, unique_orbit_names(report), strict=True)
     ]
-
-
-def unique_orbit_names(report: SymmetryReport) -> list[str]:
-    """Orbit labels made unique (two ``O 4c`` orbits become ``O 4c (1)`` and ``O 4c (2)``)."""
-    labels = [orbit.label for orbit in report.orbits]
-    seen: dict[str, int] = {}
-    names = []
-    for label in labels:
-        if labels.count(label) > 1:
-            seen[label] = seen.get(label, 0) + 1
-            names.append(f"{label} ({seen[label]})")
-        else:
-            names.append(label)
-    return names
 
 
 # ---------------------------------------------------------------------------- routing data

@@ -254,3 +254,16 @@ def crystal_system_index(name: str) -> int:
     """Index of a crystal system in :data:`CRYSTAL_SYSTEMS`."""
     return CRYSTAL_SYSTEMS.index(name)
 
+
+def unique_orbit_names(report: SymmetryReport) -> list[str]:
+    """Orbit labels made unique, in orbit order (two ``O 4c`` orbits become ``O 4c (1)`` and ``O 4c (2)``)."""
+    labels = [orbit.label for orbit in report.orbits]
+    seen: dict[str, int] = {}
+    names = []
+    for label in labels:
+        if labels.count(label) > 1:
+            seen[label] = seen.get(label, 0) + 1
+            names.append(f"{label} ({seen[label]})")
+        else:
+            names.append(label)
+    return names

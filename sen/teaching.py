@@ -37,6 +37,7 @@ from sen.symmetry import (
     POINT_GROUP_ORDERS,
     SymmetryReport,
     analyze_symmetry,
+    unique_orbit_names,
 )
 
 MAX_DISPLACEMENT = 2.0  # Å: how far an orbit may be moved
@@ -574,16 +575,7 @@ class SymmetryComparison:
 
 
 def _unique_labels(report: SymmetryReport) -> list[str]:
-    labels = [o.label for o in report.orbits]
-    seen: dict[str, int] = {}
-    names = []
-    for label in labels:
-        if labels.count(label) > 1:
-            seen[label] = seen.get(label, 0) + 1
-            names.append(f"{label} ({seen[label]})")
-        else:
-            names.append(label)
-    return names
+    return unique_orbit_names(report)
 
 
 def _basis_change(before: Structure, after: Structure) -> np.ndarray | None:
