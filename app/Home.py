@@ -94,7 +94,8 @@ if loaded is not None:
 
     routing_data = routing(crystal, structure, explanation, predictor)
     if library is not None:  # the known crystals the model considers most similar, and its errors on them
-        query = opened if opened and not edited.changed else structure
+        # a known crystal by its id; any other by the embedding its explanation already holds (no second pass)
+        query = opened if opened and not edited.changed else (explanation["embedding"] if explanation else structure)
         nearest_table(library, query, predictor=predictor, exclude=opened)
     teaching_panel.compare_view(edited, gallery, predictor, settings.symprec, settings.angle_tolerance)
     downloads(crystal, structure, explanation, predictor, sym, routing_data)

@@ -69,54 +69,20 @@ def network_features(predictor, batch):
 
     Returns ``(out, features)``: ``out`` the model's outputs as :meth:`sen.predict.Predictor._forward`
     gives them (predictions, ``*_std``, ``metal_probability``), ``features`` a (B, M*(T+1)*C) float32
-    numpy array: for each of the M networks, its T output capsules (the crystal features each target's
-    head reads) and its pooled atom features, each of width C (6 x 3 x 64 = 1,152 for ``sen_mp``).
-    The predictions are those of ``predict`` (the heads run on exactly these features; tested).
+    numpy array: for each of the M networks, its ``crystal_features`` (:meth:`sen.model.SEN.forward`: the
+    T output capsules each target's head reads and the pooled atom features, each of width C; 6 x 3 x 64
+    = 1,152 for ``sen_mp``).
     """
     import torch
 
-    from sen.model import SEN, Ensemble, scatter_mean
-    from sen.predict import STACKED_MAX_EDGES
+    from sen.predict import crystal_features
 
     with torch.inference_mode():
-        st = predictor.stacked  # as Predictor._forward: stacked on CUDA and for small CPU batches (faster there)
-        if st is not None and (batch.edge_src.device.type == "cuda" or batch.edge_src.numel() <= STACKED_MAX_EDGES):
-            # the six networks as one (sen.stacked.StackedSEN), layer by layer as its forward
-            z = batch.atomic_numbers
-            h = st.embed(z, "atoms.embed") + st.lin(st.descriptors.index_select(0, z), "atoms.project")
-            e = st.lin(st.distances(batch.edge_length), "edge_embed")
-            for k in range(st.config.n_conv):
-                h, e = st.conv(k, h, e, batch)
-            h = st.symmetry(h, batch)
-            pose, activation, _, _ = st.routing(h, batch)
-            x, _ = st.capsules(pose, activation)
-            out_caps, _ = st.outputs(x, activation)  # (M, B, T, C)
-            counts = torch.bincount(batch.crystal_index, minlength=batch.n_crystals).clamp_min(1).to(h.dtype)
-            summed = h.new_zeros((h.shape[0], batch.n_crystals, h.shape[2])).index_add_(1, batch.crystal_index, h)
-            pooled = st.lin(summed / counts[:, None], "atom_readout")  # (M, B, C)
-            outs = st.heads(torch.cat([out_caps, pooled[:, :, None, :].expand_as(out_caps)], dim=-1))
-            caps, pools = list(out_caps), list(pooled)
-        else:
-            members = list(predictor.model.members) if isinstance(predictor.model, Ensemble) else [predictor.model]
-            if not all(isinstance(m, SEN) for m in members):
-                raise LibraryError("crystal features need a SEN model (the CGCNN baseline has no capsules)")
-            outs, caps, pools = [], [], []
-            for m in members:
-                h = m.atoms(batch.atomic_numbers)
-                e = m.edge_embed(m.distances(batch.edge_length))
-                for conv in m.convs:
-                    h, e = conv(h, e, batch.edge_src, batch.edge_dst)
-                h = m.symmetry(h, batch)
-                pose, activation, _, _ = m.routing(h, batch.crystal_index, batch.n_crystals, batch.cells())
-                x, _ = m.capsules(pose, activation)
-                oc, _ = m.outputs(x, activation)  # (B, T, C)
-                pooled = m.atom_readout(scatter_mean(h, batch.crystal_index, batch.n_crystals))  # (B, C)
-                outs.append(m.heads(torch.cat([oc, pooled[:, None, :].expand_as(oc)], dim=-1)))
-                caps.append(oc)
-                pools.append(pooled)
-        out = predictor.model.combine(outs) if isinstance(predictor.model, Ensemble) else outs[0]
-        features = torch.cat([torch.cat([c.flatten(1), p], dim=1) for c, p in zip(caps, pools, strict=True)], dim=1)
-    return out, features.float().cpu().numpy()
+        out, outs = predictor._forward(batch, per_network=True)
+    try:
+        return out, crystal_features(outs)
+    except ValueError as exc:
+        raise LibraryError(str(exc)) from None
 
 
 _SHA_CACHE: dict[tuple, str] = {}

@@ -359,7 +359,9 @@ class SEN(nn.Module):
         """Predict every target for every crystal in ``batch``.
 
         Returns a dict of (B,) tensors: ``formation_energy_per_atom`` (eV/atom),
-        ``band_gap`` (eV), ``metal_probability``; with ``explain=True`` also
+        ``band_gap`` (eV), ``metal_probability``; ``crystal_features`` (B, T + 1, C): the output
+        capsules the heads read and the pooled atom features (the crystal's learned representation,
+        used for similarity by :mod:`sen.library`); with ``explain=True`` also
         ``routing`` (N, K, rows sum to 1), ``capsule_attention`` (B, K, K),
         ``capsule_activation`` (B, K), ``output_routing`` (B, T, K) and
         ``atom_contributions`` (N, T): each prediction split over atoms by routing flow.
@@ -379,6 +381,7 @@ class SEN(nn.Module):
         pooled = self.atom_readout(scatter_mean(h, batch.crystal_index, batch.n_crystals))  # (B, C)
         features = torch.cat([out_caps, pooled[:, None, :].expand_as(out_caps)], dim=-1)  # (B, T, 2C)
         out = self.heads(features)
+        out["crystal_features"] = torch.cat([out_caps, pooled[:, None, :]], dim=1)  # (B, T + 1, C)
         if explain:
             flow = torch.einsum("nk,ntk->nt", share, coupling[batch.crystal_index])  # (N, T)
             preds = torch.stack([out[t] for t in self.config.targets], dim=-1)  # (B, T)

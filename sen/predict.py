@@ -157,6 +157,7 @@ class Predictor:
 
         return iter_screen(self, items, workers=workers, batch_size=batch_size)
 
+    @torch.inference_mode()
     def embed(self, structures: Structure | Sequence[Structure], batch_size: int = 64) -> np.ndarray:
         """The model's own representation of each crystal, for similarity: an (n, F) float32 array.
 
@@ -165,15 +166,13 @@ class Predictor:
         library (:mod:`sen.library`) reduces it with a PCA stored beside it: ``Library.nearest`` finds the
         known crystals closest to a structure in that space.
         """
-        from sen.library import network_features
-
         if isinstance(structures, Structure):
             structures = [structures]
         structures = list(structures)
         parts = []
         for start in range(0, len(structures), batch_size):
             graphs, _ = self._graphs(structures[start : start + batch_size])
-            parts.append(network_features(self, collate(graphs).to(self.device))[1])
+            parts.append(crystal_features(self._forward(collate(graphs).to(self.device), per_network=True)[1]))
         return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
 
     def _rows(self, out: dict[str, torch.Tensor], n: int) -> list[dict]:
@@ -205,6 +204,7 @@ class Predictor:
         * ``orbit_capsule_mutual_information`` (bits) between each atom's orbit and its
           dominant capsule, and ``orbit_entropy`` (bits), its upper bound.
 
+        * ``embedding`` (F,): the crystal's learned representation, as :meth:`embed` gives it;
         * ``networks``: for an ensemble, the routing keys above (``routing`` ... ``orbit_entropy``) of
           every network, in order (the first is the one at the top level), computed in the same pass.
 
@@ -228,10 +228,18 @@ class Predictor:
             orbit_index=report.orbit_index,
             wyckoff_labels=report.orbit_labels,
             atom_contributions=out["atom_contributions"].cpu().numpy(),
+            embedding=crystal_features(per_network)[0],
             **_routing_of(out, report),
             networks=[_routing_of(o, report) for o in per_network],
         )
         return result
+
+
+def crystal_features(per_network: list[dict[str, torch.Tensor]]) -> np.ndarray:
+    """(B, F) float32: every network's ``crystal_features``, flattened and side by side (:meth:`Predictor.embed`)."""
+    if any("crystal_features" not in o for o in per_network):
+        raise ValueError("crystal features need a SEN model (the CGCNN baseline has no capsules)")
+    return torch.cat([o["crystal_features"].flatten(1) for o in per_network], dim=1).float().cpu().numpy()
 
 
 def _routing_of(out: dict[str, torch.Tensor], report: SymmetryReport) -> dict:

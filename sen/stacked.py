@@ -181,6 +181,9 @@ class StackedSEN(nn.Module):
         counts = torch.bincount(batch.crystal_index, minlength=batch.n_crystals).clamp_min(1).to(h.dtype)
         pooled = self.lin(_sum_rows(h, batch.crystal_index, batch.n_crystals) / counts[:, None], "atom_readout")
         outs = self.heads(torch.cat([out_caps, pooled[:, :, None, :].expand_as(out_caps)], dim=-1))
+        crystal_features = torch.cat([out_caps, pooled[:, :, None, :]], dim=2)  # (M, B, T + 1, C)
+        for i, out in enumerate(outs):
+            out["crystal_features"] = crystal_features[i]
         if explain:
             flow = torch.einsum("mnk,mntk->mnt", share, coupling.index_select(1, batch.crystal_index))
             for i, out in enumerate(outs):
