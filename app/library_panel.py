@@ -28,10 +28,12 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app.common import literal
+from sen.io import structure_to_json
 from sen.library import SPLIT_NOTES, TARGETS, UNITS, Library, LibraryError, comparison
+from sen.targets import TARGET_TITLES
 
 CITATION = "Materials Project data (CC BY 4.0); cite A. Jain et al., APL Materials 1, 011002 (2013)."
-LABELS = {"band_gap": "Band gap", "formation_energy_per_atom": "Formation energy"}
+LABELS = TARGET_TITLES
 ANY = "any"
 KINDS = (ANY, "metal", "insulator")
 SYSTEMS = (ANY, "triclinic", "monoclinic", "orthorhombic", "tetragonal", "trigonal", "hexagonal", "cubic")
@@ -185,12 +187,10 @@ def results_table(library: Library, filters: dict) -> pd.DataFrame:
 
 def crystal_file(library: Library, material_id: str):
     """A library crystal as the page's ``CrystalFile`` (pymatgen JSON, exact coordinates), origin ``library``."""
-    import json
-
     from app.results import CrystalFile
 
     row = library.get(material_id)
-    data = json.dumps(library.structure(material_id).as_dict()).encode("utf-8")
+    data = structure_to_json(library.structure(material_id)).encode("utf-8")
     return CrystalFile.from_bytes(f"{row['material_id']}.json", data, origin="library",
                                   title=f"{row['material_id']} {row['formula']}",
                                   source=f"Materials Project {row['material_id']}; {CITATION}")  # fmt: skip

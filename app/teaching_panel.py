@@ -22,7 +22,6 @@ Link format (every value is validated and bounded; a bad one gives one warning l
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -46,6 +45,7 @@ from app.results import (
     routing_data,
 )
 from sen.errors import StructureError, first_line
+from sen.io import structure_to_json
 from sen.predict import Predictor
 from sen.symmetry import DEFAULT_ANGLE_TOLERANCE, DEFAULT_SYMPREC, analyze_symmetry
 from sen.symmetry_elements import cell_symmetry_elements
@@ -444,7 +444,7 @@ def _edited(crystal, structure, edits: Edits, elements, symprec: float, angle_to
     stem = Path(crystal.name).stem
     changed = CrystalFile.from_bytes(
         f"{stem}_changed.json",
-        json.dumps(result.structure.as_dict()).encode(),
+        structure_to_json(result.structure).encode(),
         origin=crystal.origin,
         title=f"{crystal.title}, changed",
         source=f"{crystal.source}; changed here: {'; '.join(result.steps)}" if crystal.source else "",

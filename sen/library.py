@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sen.targets import TARGET_UNITS
+
 #: The shipped library file; ``SEN_LIBRARY`` points elsewhere.
 DEFAULT_LIBRARY = Path(
     os.environ.get("SEN_LIBRARY", Path(__file__).resolve().parent.parent / "assets" / "library" / "mp_crystals.parquet")
@@ -54,7 +56,7 @@ INDEX_COLUMNS = (
 )  # fmt: skip
 STRUCTURE_COLUMNS = ("lattice", "species", "frac")
 TARGETS = ("band_gap", "formation_energy_per_atom")
-UNITS = {"band_gap": "eV", "formation_energy_per_atom": "eV/atom"}
+UNITS = {t: TARGET_UNITS[t] for t in TARGETS}  # from sen.targets, the one table of units
 
 
 class LibraryError(ValueError):

@@ -28,15 +28,7 @@ from torch import nn
 
 from sen.graph import ELEMENT_DESCRIPTORS, MAX_Z, GraphBatch, GraphConfig, element_descriptor_table
 from sen.symmetry import CRYSTAL_SYSTEMS, POINT_GROUPS
-
-TARGETS = ("formation_energy_per_atom", "band_gap")
-TARGET_UNITS = {"formation_energy_per_atom": "eV/atom", "band_gap": "eV"}  # the one table of units
-TARGET_TITLES = {"formation_energy_per_atom": "Formation energy", "band_gap": "Band gap"}
-
-
-def is_gap_target(name: str) -> bool:
-    """Targets whose name mentions a gap (``band_gap``, ``optical_gap``) get the metal / non-metal gate."""
-    return "gap" in name
+from sen.targets import TARGET_TITLES, TARGET_UNITS, TARGETS, is_gap_target  # noqa: F401 (also used from here)
 
 
 @dataclass
