@@ -221,3 +221,54 @@ def test_leaving_the_page_stops_a_batch_prediction(chromium, app_url, tmp_path):
     stopped = re.search(r"batch prediction stopped after (\d+) of 48 files", log)
     assert stopped, log[-3000:]
     assert int(stopped.group(1)) < 48
+
+
+# ----------------------------------------------------------------------------- the known crystals
+
+
+def _library_crystal(material_id: str):
+    """The shipped library and one of its crystals as the page's CrystalFile (its title and cache key)."""
+    from app.library_panel import crystal_file
+    from sen.library import Library, LibraryError
+
+    try:
+        library = Library.load()
+    except LibraryError as exc:
+        pytest.skip(f"no crystal library: {exc}")
+    return library, crystal_file(library, material_id)
+
+
+def test_a_crystal_link_opens_the_known_crystal_with_dft_split_and_neighbours(page, app_url):
+    library, linked = _library_crystal("mp-19017")
+    page.goto(f"{app_url}/?crystal=mp-19017")
+    wait_for_complete_page(page, linked.title, linked.digest, timeout_ms=120_000)
+    assert page.locator("h3", has_text="mp-19017 LiFePO4").count() == 1
+    labels = page.locator('[data-testid="stMetricLabel"]').all_inner_texts()
+    assert sum(t.strip() == "DFT (Materials Project)" for t in labels) == 2  # band gap and formation energy
+    dft = library.get("mp-19017")
+    values = [v.strip() for v in page.locator('[data-testid="stMetricValue"]').all_inner_texts()]
+    assert f"{dft['formation_energy_per_atom']:.3f}" in values and f"{dft['band_gap']:.3f}" in values
+    assert page.get_by_text("Training crystal: the model was fitted to it, so this is not a test").count() == 1
+    assert page.get_by_text("Nearest known crystals", exact=True).count() == 1
+    picker = page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]', has_text="Open a crystal")
+    assert picker.locator("input").input_value() == "mp-19017  LiFePO4"  # the link preselects the crystal
+    assert urlparse(page.url).query.startswith("crystal=mp-19017")
+    screenshot(page, "browser_library_link.png")
+
+
+def test_searching_the_library_and_picking_a_test_crystal_opens_it_and_writes_the_link(page, app_url):
+    library, _ = _library_crystal("mp-19017")
+    open_app(page, app_url)
+    matches = library.search(formula="MgO")
+    test_ids = [m for m, s in zip(matches["material_id"], matches["split"], strict=True) if s == "test"]
+    assert test_ids, "the shipped split has an MgO test crystal (mp-549706)"
+    box = page.locator('[data-testid="stSidebar"]').get_by_role("textbox", name="Formula or elements")
+    box.fill("MgO")
+    box.press("Enter")
+    page.get_by_text("crystals match.").first.wait_for()
+    _, wanted = _library_crystal(test_ids[0])
+    page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]', has_text="Open a crystal").click()
+    page.get_by_role("option", name=re.compile(rf"^{test_ids[0]}\s+MgO$")).click()
+    wait_for_complete_page(page, wanted.title, wanted.digest, timeout_ms=120_000)
+    assert page.get_by_text("Test crystal: the model never saw it, a fair test").count() == 1
+    page.wait_for_function("id => location.search.includes('crystal=' + id)", arg=test_ids[0], timeout=10_000)
