@@ -34,8 +34,10 @@ from pymatgen.io.cif import CifWriter
 
 from sen.errors import StructureError, first_line
 from sen.io import read_structure
+from sen.io_guard import ReaderFailed, WorkerLimit, fork_available, run_isolated
 from sen.model import TARGET_TITLES, TARGET_UNITS
 from sen.predict import Predictor
+from sen.screen import COLUMN_TYPES, PREDICTION_COLUMNS, SCREEN_COLUMNS, Record, Runner, empty_row, to_csv_value
 from sen.symmetry import (
     DEFAULT_ANGLE_TOLERANCE,
     DEFAULT_SYMPREC,
@@ -57,6 +59,14 @@ log = logging.getLogger("sen_app")
 
 class ComputeError(Exception):
     """A step failed for a reason other than a bad file; the message is one line for the user."""
+
+
+class _Retryable(ComputeError):
+    """A time limit stopped the work: said to the user, but not cached (the server may just be busy)."""
+
+
+class SessionEnded(Exception):  # noqa: N818 - not an error: the visitor left
+    """The visitor's session ended while its prediction ran; the worker was stopped and nothing is cached."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +101,10 @@ def _attempt(step: str, name: str, compute: Callable[[], object]) -> Outcome:
         return Outcome(compute())
     except StructureError as exc:
         return Outcome(error=str(exc), bad_file=True)
+    except (_Retryable, SessionEnded):
+        raise  # not cached
+    except ComputeError as exc:  # already in the user's terms
+        return Outcome(error=str(exc))
     except Exception as exc:  # everything else: logged here, one line for the user
         log.exception("%s failed for %s", step, name)
         return Outcome(error=failure_reason(step, exc))
@@ -196,17 +210,83 @@ def read_crystal(crystal: CrystalFile) -> Structure:
 # ---------------------------------------------------------------------------- prediction
 
 
+#: Limits of one crystal's prediction + explanation in its worker process (see :func:`bounded_explain`).
+EXPLAIN_TIME_LIMIT = 30.0  # seconds of wall-clock time
+EXPLAIN_MEMORY_LIMIT = 2 * 1024**3  # bytes of memory beyond what the server process holds
+
+
+def isolate_predictions(predictor: Predictor) -> bool:
+    """Whether predictions run in a forked worker: on CPU where the OS can fork (CUDA does not survive a
+    fork), unless ``SEN_ISOLATE=0``."""
+    return fork_available() and predictor.device.type == "cpu" and os.environ.get("SEN_ISOLATE", "1") != "0"
+
+
+def _session_gone() -> Callable[[], bool] | None:
+    """A check that says True once the visitor whose script runs this has left (None outside a server)."""
+    try:
+        from streamlit.runtime import Runtime
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+        ctx = get_script_run_ctx(suppress_warning=True)
+        if ctx is None or not Runtime.exists():
+            return None
+        runtime, session = Runtime.instance(), ctx.session_id
+        return lambda: not runtime.is_active_session(session)
+    except Exception:  # an internal Streamlit API moved: run without the check
+        log.warning("cannot watch the session while predicting", exc_info=True)
+        return None
+
+
+def bounded_explain(predictor: Predictor, structure: Structure) -> dict:
+    """``predictor.explain(structure)`` in a forked worker that is killed after :data:`EXPLAIN_TIME_LIMIT`,
+    when it needs more than :data:`EXPLAIN_MEMORY_LIMIT`, or when the visitor leaves (:class:`SessionEnded`).
+
+    The checks of ``sen.io`` already bound a valid crystal's work (atoms, cell, neighbours); the worker is
+    the second line: nothing a crystal does can hold the server, its memory or other visitors' pages.
+    """
+    return bounded(predictor, predictor.explain, (structure,), "the prediction")
+
+
+def bounded(predictor: Predictor, func: Callable, args: tuple, step: str):
+    """``func(*args)`` (a prediction with ``predictor``) in a worker with the limits of :func:`bounded_explain`;
+    in the process itself where :func:`isolate_predictions` says no. ``step`` names it in messages."""
+    if not isolate_predictions(predictor):
+        return func(*args)
+    try:
+        return run_isolated(func, args, time_limit=EXPLAIN_TIME_LIMIT, memory_limit=EXPLAIN_MEMORY_LIMIT,
+                            should_stop=_session_gone(), log_exceptions=True)  # fmt: skip
+    except WorkerLimit as exc:
+        if exc.kind == "stopped":
+            raise SessionEnded() from None
+        if exc.kind in ("time", "cpu"):
+            raise _Retryable(
+                f"{step} took longer than {EXPLAIN_TIME_LIMIT:g} s, so it was stopped; "
+                "the server may be busy (try again) or the cell is unusually large or dense"
+            ) from None
+        if exc.kind == "recursion":
+            raise ComputeError(f"{step} is too deeply nested to compute for this crystal") from None
+        raise ComputeError(
+            f"{step} needed more than {EXPLAIN_MEMORY_LIMIT / 1024**3:g} GB of memory, so it was stopped; "
+            "is the cell unusually large or sparse?"
+        ) from None
+    except ReaderFailed as exc:
+        log.error("%s failed in its worker with %s:\n%s", step, exc.args[0], exc.args[1] if len(exc.args) > 1 else "")
+        raise ComputeError(
+            f"{step} failed with an unexpected error ({exc.args[0]}); it has been logged on the server"
+        ) from None
+
+
 @st.cache_data(max_entries=256, show_spinner=False)
 def _explain_cached(digest: str, name: str, model: str, _data: bytes, _predictor: Predictor) -> Outcome:
     read = _read_cached(digest, name, _data)
     if read.error is not None:
         return read
-    return _attempt("the prediction", name, lambda: _predictor.explain(read.value))
+    return _attempt("the prediction", name, lambda: bounded_explain(_predictor, read.value))
 
 
 def explain_crystal(crystal: CrystalFile, predictor: Predictor) -> dict:
-    """``Predictor.explain`` for a file (prediction, symmetry given to SEN, routing matrices);
-    raises StructureError or ComputeError."""
+    """``Predictor.explain`` for a file (prediction, symmetry given to SEN, routing matrices), run by
+    :func:`bounded_explain`; raises StructureError or ComputeError (SessionEnded when the visitor left)."""
     return _explain_cached(crystal.digest, crystal.name, model_key(predictor), crystal.data, predictor).get()
 
 
@@ -478,19 +558,73 @@ def _floats(values) -> list[float]:
 # ---------------------------------------------------------------------------- several files
 
 
-#: Work one upload may cause: files predicted, and atoms over all of them (``sen predict`` has no limit).
+#: Work one upload may cause: files predicted, and atoms over all of them (``sen screen`` has no limit).
 MAX_BATCH_FILES = 50
 MAX_BATCH_ATOMS = 5000
+#: Work one session (a browser tab) may cause over all its uploads: distinct files predicted, and their atoms.
+MAX_SESSION_FILES = 200
+MAX_SESSION_ATOMS = 20_000
+#: Files screened together (one forward pass, as ``sen screen`` does a chunk); the batch can stop between chunks.
+BATCH_CHUNK = 8
+_SESSION_WORK = "_session_work"  # session state: the SessionWork of this session
+
+
+@dataclass(frozen=True)
+class SkippedFile(CrystalFile):
+    """A member of an uploaded archive that is not predicted (not a structure file, encrypted, ...):
+    it still gets a row, with ``reason``."""
+
+    reason: str = ""
+
+
+@dataclass
+class SessionWork:
+    """The distinct files (by SHA-256) that this session has had predicted, with their atoms."""
+
+    atoms: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def n_files(self) -> int:
+        return len(self.atoms)
+
+    @property
+    def n_atoms(self) -> int:
+        return sum(self.atoms.values())
+
+    def allows(self, digest: str, n_atoms: int) -> bool:
+        """Whether predicting this file keeps the session within its limits (a file predicted before always does)."""
+        if digest in self.atoms:
+            return True
+        return self.n_files < MAX_SESSION_FILES and self.n_atoms + n_atoms <= MAX_SESSION_ATOMS
+
+    def add(self, digest: str, n_atoms: int) -> None:
+        """Count a predicted file (once per digest)."""
+        self.atoms.setdefault(digest, n_atoms)
+
+    def limit_message(self) -> str:
+        """One line for the visitor once the session's limit is reached (Markdown: no user text in it)."""
+        return (
+            f"This session has predicted {self.n_files} files ({self.n_atoms:,} atoms) and may predict at most "
+            f"{MAX_SESSION_FILES} files and {MAX_SESSION_ATOMS:,} atoms; open a new session or use `sen screen` for more."
+        )
+
+
+def session_work() -> SessionWork:
+    """The work this browser session has caused so far (kept in ``st.session_state``)."""
+    return st.session_state.setdefault(_SESSION_WORK, SessionWork())
 
 
 @dataclass
 class BatchResult:
     """Predictions for an upload of several files."""
 
-    records: list[dict] = field(default_factory=list)  # one prediction record per predicted file
+    rows: list[dict] = field(default_factory=list)  # one sen-screen row per file in, in order (the downloads)
+    records: list[dict] = field(default_factory=list)  # one prediction record per predicted file (the table)
     failures: list[tuple[str, str]] = field(default_factory=list)  # (file name, reason)
     left_out: list[str] = field(default_factory=list)  # files not predicted because a limit was reached
-    limit: str = ""  # the limit reached, in words ("" if none)
+    limit: str = ""  # the per-upload limit reached, in words ("" if none)
+    stopped: list[str] = field(default_factory=list)  # files not predicted because the session's limit was reached
+    session_limit: str = ""  # the session's limit message ("" if not reached)
 
 
 def predict_files(
@@ -499,49 +633,160 @@ def predict_files(
     on_progress: Callable[[int, int, str], None] | None = None,
     max_files: int = MAX_BATCH_FILES,
     max_atoms: int = MAX_BATCH_ATOMS,
+    work: SessionWork | None = None,
 ) -> BatchResult:
-    """Prediction records for many files, the (file name, reason) of those that failed, and the
-    files left out once ``max_files`` files or ``max_atoms`` atoms in all are reached.
+    """``sen screen``'s rows for many files (``result.rows``, one per file, failures with their reason),
+    prediction records of those predicted, the (file name, reason) of those that failed, and the files
+    left out once ``max_files`` files or ``max_atoms`` atoms in all are reached, or once the session's
+    ``work`` would pass its limits (the batch stops there).
 
+    The files are screened as ``sen screen`` does (:class:`sen.screen.Runner`: featurise, then one
+    forward pass per chunk of :data:`BATCH_CHUNK` files), so the numbers are the CLI's.
     ``on_progress(done, total, name)`` runs after each file. In the app it updates a progress bar,
     which is also where Streamlit stops the run when the visitor leaves or changes something (it
-    raises its StopException/RerunException there), so a batch stops within one file.
+    raises its StopException/RerunException there), so a batch stops within one chunk.
     """
-    result = BatchResult()
-    chosen: list[tuple[CrystalFile, Structure]] = []
-    atoms = 0
-    for crystal in crystals:
+    result = BatchResult(rows=[{} for _ in crystals])
+    chosen = _choose_files(crystals, predictor, result, max_files, max_atoms)
+    finished, completed = 0, False
+    try:
+        for start in range(0, len(chosen), BATCH_CHUNK):
+            part = chosen[start : start + BATCH_CHUNK]
+            admitted = _admit(part, work)
+            _screen_chunk(admitted, predictor, result)
+            for _, crystal, _ in admitted:
+                finished += 1
+                if on_progress is not None:
+                    on_progress(finished, len(chosen), crystal.name)
+            if len(admitted) < len(part):  # the session's limit: this file and the ones after it are not predicted
+                _stop(chosen[start + len(admitted) :], predictor, result, work)
+                break
+        completed = True
+    finally:
+        if not completed:  # Streamlit stopped the run (visitor gone, or a new rerun)
+            log.info("batch prediction stopped after %d of %d files", finished, len(chosen))
+    return result
+
+
+def _stop(rest: list[tuple], predictor: Predictor, result: BatchResult, work: SessionWork | None) -> None:
+    """The files in ``rest`` are not predicted: the session has reached its limit."""
+    result.session_limit = work.limit_message() if work is not None else ""
+    reason = f"not predicted: this session's limit ({MAX_SESSION_FILES} files, {MAX_SESSION_ATOMS:,} atoms) was reached"
+    for index, crystal, _ in rest:
+        result.stopped.append(crystal.name)
+        result.rows[index] = _error_row(crystal, index, predictor, reason)
+
+
+def _choose_files(crystals, predictor, result: BatchResult, max_files: int, max_atoms: int) -> list[tuple]:
+    """(index, crystal, structure) of the files to predict, in upload order, within the upload's limits; the
+    rows of the others (unreadable, skipped or left out) are filled in."""
+    chosen: list[tuple[int, CrystalFile, Structure]] = []
+    atoms, left_out = 0, []
+    for index, crystal in enumerate(crystals):
+        if isinstance(crystal, SkippedFile):
+            result.failures.append((crystal.name, crystal.reason))
+            result.rows[index] = _error_row(crystal, index, predictor, crystal.reason)
+            continue
         if len(chosen) >= max_files or atoms >= max_atoms:
-            result.left_out.append(crystal.name)
+            left_out.append(index)
             continue
         try:
             structure = read_crystal(crystal)
         except (StructureError, ComputeError) as exc:
             result.failures.append((crystal.name, str(exc)))
+            result.rows[index] = _error_row(crystal, index, predictor, str(exc))
             continue
         if atoms + len(structure) > max_atoms:
-            result.left_out.append(crystal.name)
+            left_out.append(index)
             atoms = max_atoms  # the files after this one are left out too: the table follows the upload order
             continue
-        chosen.append((crystal, structure))
+        chosen.append((index, crystal, structure))
         atoms += len(structure)
-    if result.left_out:
+    if left_out:
         result.limit = f"at most {max_files} files and {max_atoms:,} atoms in all per upload"
-    finished = 0
+    for index in left_out:
+        result.left_out.append(crystals[index].name)
+        result.rows[index] = _error_row(crystals[index], index, predictor, f"not predicted: {result.limit}")
+    return chosen
+
+
+def _admit(part: list[tuple], work: SessionWork | None) -> list[tuple]:
+    """The files of ``part`` that the session may still have predicted (up to the first that it may not),
+    counted as predicted."""
+    if work is None:
+        return part
+    for k, (_, crystal, structure) in enumerate(part):
+        if not work.allows(crystal.digest, len(structure)):
+            return part[:k]
+        work.add(crystal.digest, len(structure))
+    return part
+
+
+def _screen_chunk(part: list[tuple], predictor: Predictor, result: BatchResult) -> None:
+    """Screen ``part`` (index, crystal, structure) into ``result``: its rows, records and failures."""
+    if not part:
+        return
+    files = tuple((crystal.digest, crystal.name) for _, crystal, _ in part)
     try:
-        for crystal, structure in chosen:
-            try:
-                explanation = explain_crystal(crystal, predictor)
-                result.records.append(prediction_record(crystal, structure, explanation, predictor))
-            except (StructureError, ComputeError) as exc:
-                result.failures.append((crystal.name, str(exc)))
-            finished += 1
-            if on_progress is not None:
-                on_progress(finished, len(chosen), crystal.name)
-    finally:
-        if finished < len(chosen):  # Streamlit stopped the run (visitor gone, or a new rerun)
-            log.info("batch prediction stopped after %d of %d files", finished, len(chosen))
-    return result
+        rows = _screen_cached(files, model_key(predictor), tuple(s for _, _, s in part), predictor)
+    except ComputeError as exc:  # a limit of the worker stopped the chunk: each of its files says why
+        rows = [_error_row(crystal, index, predictor, str(exc)) for index, crystal, _ in part]
+    for (index, crystal, structure), row in zip(part, rows, strict=True):
+        row.update(id=crystal.name, source=crystal.source or "upload", row=index)
+        result.rows[index] = row
+        if row.get("error"):
+            result.failures.append((crystal.name, row["error"]))
+        else:
+            result.records.append(prediction_record(crystal, structure, _prediction_of(row), predictor))
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _screen_cached(files: tuple, model: str, _structures: tuple, _predictor: Predictor) -> list[dict]:
+    """``sen screen``'s rows for a chunk of files ((digest, name) each, read into ``_structures``)."""
+    records = [
+        Record(i, name, "", i, s, "structure") for i, ((_, name), s) in enumerate(zip(files, _structures, strict=True))
+    ]
+    rows = bounded(_predictor, Runner(_predictor).process, (records,), "the batch prediction")
+    for row in rows:
+        row.pop("_key", None)
+    return rows
+
+
+def _error_row(crystal: CrystalFile, index: int, predictor: Predictor, reason: str) -> dict:
+    """The row of a file that was not predicted: its id and reason, null predictions."""
+    row = empty_row(Record(index, crystal.name, crystal.source or "upload", index))
+    row.pop("_key", None)
+    row.update(model=predictor.name, error=reason)
+    return row
+
+
+def _prediction_of(row: dict) -> dict:
+    """A screen row as a :meth:`Predictor.predict` dict (for :func:`prediction_record`)."""
+    prediction = {key: row[column] for key, column in PREDICTION_COLUMNS.items() if row.get(column) is not None}
+    prediction.update(space_group_symbol=row.get("space_group"), space_group_number=row.get("space_group_number"))
+    return prediction
+
+
+def screen_csv(rows: Sequence[dict]) -> str:
+    """CSV text of screen rows, as ``sen screen out.csv`` writes it (its columns, empty for null)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(SCREEN_COLUMNS)
+    writer.writerows([to_csv_value(row.get(c)) for c in SCREEN_COLUMNS] for row in rows)
+    return out.getvalue()
+
+
+def screen_parquet(rows: Sequence[dict]) -> bytes:
+    """Parquet bytes of screen rows, with ``sen screen``'s columns and types."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    types = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_()}
+    schema = pa.schema([(c, types[COLUMN_TYPES[c]]) for c in SCREEN_COLUMNS])
+    table = pa.Table.from_pylist([{c: row.get(c) for c in SCREEN_COLUMNS} for row in rows], schema=schema)
+    out = io.BytesIO()
+    pq.write_table(table, out)
+    return out.getvalue()
 
 
 def to_json(obj: object) -> str:

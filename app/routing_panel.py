@@ -7,7 +7,7 @@ from pymatgen.core import Structure
 
 from app import charts
 from app.common import panel
-from app.results import TITLES, CrystalFile, routing_data
+from app.results import TITLES, CrystalFile, model_key, routing_data
 from sen.predict import Predictor
 
 _PLOTLY = {"displaylogo": False}
@@ -36,8 +36,19 @@ def routing(crystal: CrystalFile, structure: Structure, explanation: dict | None
         )
         _network_consistency(explanation)
     _agreement(data, explanation)
-    _charts(data, crystal.digest, [TITLES.get(t, t) for t in predictor.targets])
+    figures = _figures(crystal.digest, explanation["network"], model_key(predictor), tuple(predictor.targets), data)
+    _charts(figures)
     return data
+
+
+@st.cache_resource(max_entries=256, show_spinner=False)
+def _figures(digest: str, network: int, model: str, targets: tuple[str, ...], _data: dict) -> list:
+    """The five routing charts of one crystal and network, built once per server and shared by every
+    session that shows them (Streamlit only reads a figure to send it)."""
+    titles = [TITLES.get(t, t) for t in targets]
+    return [charts.atom_routing_heatmap(_data, digest), charts.orbit_routing_heatmap(_data, digest),
+            charts.capsule_attention_heatmap(_data, digest), charts.capsule_activation_bars(_data, digest),
+            charts.output_routing_heatmap(_data, titles, digest)]  # fmt: skip
 
 
 def _chosen_network(explanation: dict, predictor: Predictor) -> dict:
@@ -116,28 +127,29 @@ def _agreement(data: dict, explanation: dict) -> None:
     )
 
 
-def _charts(data: dict, key: str, titles: list[str]) -> None:
+def _charts(figures: list) -> None:
+    atoms, orbits, attention, activation, outputs = figures
     left, right = st.columns([3, 2])
     with left:
-        st.plotly_chart(charts.atom_routing_heatmap(data, key), config=_PLOTLY)
+        st.plotly_chart(atoms, config=_PLOTLY)
         st.caption(
             "Each row is one atom, grouped by Wyckoff orbit (red lines separate the orbits); each column is a "
             "capsule. A row shows how the atom's vote is shared between the capsules (rows add up to 1). "
             "Rows of one orbit should look the same."
         )
     with right:
-        st.plotly_chart(charts.orbit_routing_heatmap(data, key), config=_PLOTLY)
+        st.plotly_chart(orbits, config=_PLOTLY)
         st.caption("The same, averaged over each orbit: which patterns each kind of site is assigned to.")
     columns = st.columns(3)
     with columns[0]:
-        st.plotly_chart(charts.capsule_attention_heatmap(data, key), config=_PLOTLY)
+        st.plotly_chart(attention, config=_PLOTLY)
         st.caption(
             "After routing, the capsules look at each other (self-attention): row i shows how much capsule i "
             "takes from every other capsule: the interactions between clusters."
         )
     with columns[1]:
-        st.plotly_chart(charts.capsule_activation_bars(data, key), config=_PLOTLY)
+        st.plotly_chart(activation, config=_PLOTLY)
         st.caption("How strongly each capsule is switched on for this crystal (colours as in the 3D view).")
     with columns[2]:
-        st.plotly_chart(charts.output_routing_heatmap(data, titles, key), config=_PLOTLY)
+        st.plotly_chart(outputs, config=_PLOTLY)
         st.caption("Each prediction is read from the capsules with these weights.")

@@ -2,8 +2,10 @@
 
 Uploads: Streamlit's multi-file uploader adds every new file to the ones already there. The page
 follows the visitor instead: the files chosen in the most recent upload form the *batch* (a table
-of predictions when there are several), and the first of them is shown in detail; files from
-earlier uploads stay in the uploader and can still be picked for the detailed view.
+of predictions when there are several; a .zip stands for the files in it, see app/batch.py), and
+the first of them is shown in detail; files from earlier uploads stay in the uploader and can still
+be picked for the detailed view. An upload shown in detail counts toward the session's limits
+(app.results.SessionWork), as the batch's files do.
 """
 
 from __future__ import annotations
@@ -13,20 +15,35 @@ from dataclasses import dataclass, field, replace
 import streamlit as st
 
 from app import viewer
+from app.batch import ArchiveError, archive_members, is_archive
 from app.common import literal
 from app.gallery import Example, default_index
-from app.results import MAX_BATCH_ATOMS, MAX_BATCH_FILES, CrystalFile
+from app.results import (
+    MAX_BATCH_ATOMS,
+    MAX_BATCH_FILES,
+    MAX_SESSION_ATOMS,
+    MAX_SESSION_FILES,
+    ComputeError,
+    CrystalFile,
+    SkippedFile,
+    read_crystal,
+    session_work,
+)
+from sen.errors import StructureError
 from sen.predict import Predictor
 from sen.symmetry import DEFAULT_ANGLE_TOLERANCE, DEFAULT_SYMPREC
 
 UPLOAD_HELP = (
     "CIF, POSCAR/CONTCAR, extended XYZ (with a Lattice) or pymatgen JSON; one crystal per file, "
-    f"at most 5 MB and 500 atoms. Several files chosen at once give a table of predictions (at most "
-    f"{MAX_BATCH_FILES} files and {MAX_BATCH_ATOMS:,} atoms in all per upload)."
+    "at most 5 MB and 500 atoms; or a .zip of such files. Several files chosen at once, or a .zip, give a "
+    f"table of predictions (at most {MAX_BATCH_FILES} files and {MAX_BATCH_ATOMS:,} atoms in all per upload, "
+    f"{MAX_SESSION_FILES} files and {MAX_SESSION_ATOMS:,} atoms per session)."
 )
+STRUCTURE_KINDS = "CIF, POSCAR/CONTCAR, extended XYZ or pymatgen JSON, by their names"
 SHOW_UPLOADS, SHOW_EXAMPLE = "Uploaded file", "Example crystal"
 _UPLOAD_GROUPS = "_upload_groups"  # session state: file_id -> number of the upload it came in
 _INSPECT = "inspect_upload"  # session state / widget key: file_id of the upload shown in detail
+_ARCHIVES = "_upload_archives"  # session state: file_id of a .zip -> (its files, or the reason it was refused)
 
 
 @dataclass
@@ -58,7 +75,7 @@ def sidebar(gallery: list[Example], predictor: Predictor | None) -> Settings:
         show = SHOW_UPLOADS
         if example is not None:
             show = st.sidebar.radio("Show in detail", (SHOW_UPLOADS, SHOW_EXAMPLE), key="show_source", horizontal=True)
-        if show == SHOW_UPLOADS:
+        if show == SHOW_UPLOADS and _within_session(inspected):
             crystal = inspected
     symprec, angle = _tolerances(predictor)
     mode, supercell, label_atoms = _view_controls()
@@ -86,7 +103,7 @@ def _example_picker(gallery: list[Example]) -> CrystalFile | None:
 
 
 def _uploads(has_gallery: bool) -> tuple[list[CrystalFile], list[CrystalFile], CrystalFile | None]:
-    """All uploaded files, those of the most recent upload, and the one to show in detail."""
+    """All uploaded files, those of the most recent upload (a .zip: the files in it), and the one to show in detail."""
     files = st.sidebar.file_uploader(
         "... or upload your own" if has_gallery else "Upload crystal files",
         accept_multiple_files=True,
@@ -98,11 +115,13 @@ def _uploads(has_gallery: bool) -> tuple[list[CrystalFile], list[CrystalFile], C
     files = list(files or [])
     if not files:
         st.session_state[_UPLOAD_GROUPS], st.session_state["_upload_digests"] = {}, {}
+        st.session_state[_ARCHIVES] = {}
         return [], [], None
     by_id = {f.file_id: _crystal_file(f) for f in files}
     ids = list(by_id)
-    digests = st.session_state["_upload_digests"]
+    digests, archives = st.session_state["_upload_digests"], st.session_state.get(_ARCHIVES, {})
     st.session_state["_upload_digests"] = {i: digests[i] for i in ids}  # forget removed files
+    st.session_state[_ARCHIVES] = {i: archives[i] for i in ids if i in archives}
     latest = _latest_upload(ids)
     if st.session_state.get(_INSPECT) not in by_id:
         st.session_state[_INSPECT] = latest[0]
@@ -111,7 +130,48 @@ def _uploads(has_gallery: bool) -> tuple[list[CrystalFile], list[CrystalFile], C
         st.sidebar.selectbox(
             "Uploaded file to inspect", newest_first, key=_INSPECT, format_func=lambda i: by_id[i].name
         )
-    return list(by_id.values()), [by_id[i] for i in latest], by_id[st.session_state[_INSPECT]]
+    inspect = st.session_state[_INSPECT]
+    for i in dict.fromkeys([*latest, inspect]):  # a refused archive of this upload, or the one picked: why
+        refused = _expanded(i, by_id[i])[1]
+        if refused:
+            st.error(literal(refused))
+    batch = [f for i in latest for f in _expanded(i, by_id[i])[0]]
+    shown = next((f for f in _expanded(inspect, by_id[inspect])[0] if not isinstance(f, SkippedFile)), None)
+    return list(by_id.values()), batch, shown
+
+
+def _expanded(file_id: str, upload: CrystalFile) -> tuple[list[CrystalFile], str | None]:
+    """The files an upload stands for: itself, or the files in a .zip (unpacked once per upload, in memory);
+    a refused .zip stands for none, with the reason."""
+    if not is_archive(upload):
+        return [upload], None
+    archives = st.session_state.setdefault(_ARCHIVES, {})
+    if file_id not in archives:
+        try:
+            members = archive_members(upload)
+        except ArchiveError as exc:
+            archives[file_id] = ([], str(exc))
+        else:
+            empty = all(isinstance(m, SkippedFile) for m in members)
+            archives[file_id] = (
+                ([], f"{upload.name} holds no structure files ({STRUCTURE_KINDS})") if empty else (members, None)
+            )
+    return archives[file_id]
+
+
+def _within_session(crystal: CrystalFile) -> bool:
+    """Count an upload shown in detail toward the session's work; False (with the reason) once the session
+    may predict no more (a file it predicted before is always shown)."""
+    try:
+        n_atoms = len(read_crystal(crystal))
+    except (StructureError, ComputeError):
+        return True  # not predicted: the page says why it cannot be read
+    work = session_work()
+    if not work.allows(crystal.digest, n_atoms):
+        st.warning(f"{work.limit_message()} " + literal(f"{crystal.name} is not shown."))
+        return False
+    work.add(crystal.digest, n_atoms)
+    return True
 
 
 def _crystal_file(upload) -> CrystalFile:

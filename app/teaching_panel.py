@@ -22,6 +22,7 @@ Link format (every value is validated and bounded; a bad one gives one warning l
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -40,6 +41,7 @@ from app.results import (
     UNITS,
     CrystalFile,
     explain_crystal,
+    failure_reason,
     orbit_table,
     read_crystal,
     routing_data,
@@ -62,6 +64,8 @@ from sen.teaching import (
     check_element,
     compare_symmetry,
 )
+
+log = logging.getLogger("sen_app")
 
 #: ``colour=`` values and the sidebar's colour modes.
 COLOUR_NAMES = dict(zip(("element", "orbit", "capsule", "both"), viewer.COLOUR_MODES, strict=True))
@@ -421,6 +425,10 @@ def teaching_controls(
         report = analyze_symmetry(structure, symprec, angle_tolerance)
     except StructureError as exc:
         where.caption(literal(f"Changing the crystal needs its symmetry: {exc}"))
+        return unchanged
+    except Exception as exc:  # e.g. spglib or memory: the page goes on with the crystal as it is
+        log.exception("symmetry for the teaching controls failed for %s", crystal.name)
+        where.caption(literal(f"Changing the crystal needs its symmetry: {failure_reason('the symmetry', exc)}"))
         return unchanged
     elements = training_elements(predictor)
     _reset_on_new_crystal(crystal.digest)

@@ -5,7 +5,9 @@ gigabytes (quadratic tokenising, symmetry expansion, huge allocations), and neit
 thread nor a signal can stop C code inside the calling process. A forked child can be
 killed: :func:`run_bounded` forks, caps the child's address space with
 ``resource.setrlimit(RLIMIT_AS)`` and its CPU time with ``RLIMIT_CPU``, sends the result
-back through a pipe, and kills the child when the wall-clock limit passes.
+back through a pipe, and kills the child when the wall-clock limit passes (or when the caller's
+``should_stop`` says so). :func:`run_isolated` is the general form; :func:`run_bounded` words its
+limits for a parser, and the app runs its predictions for a crystal through :func:`run_isolated`.
 
 A fork costs about 25 ms in a process that has pymatgen and torch loaded, 20 times a small
 CIF's parse, so :mod:`sen.io` uses this only for files its pre-scan calls risky.
@@ -19,6 +21,7 @@ import select
 import signal
 import struct
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -46,7 +49,9 @@ def _address_space_bytes() -> int:
         return 0
 
 
-def _child(func: Callable[..., Any], args: tuple, write_fd: int, time_limit: float, memory_limit: int) -> None:
+def _child(
+    func: Callable[..., Any], args: tuple, write_fd: int, time_limit: float, memory_limit: int, log_exceptions: bool
+) -> None:
     """Body of the forked child: never returns (always ``os._exit``)."""
     code = 0
     try:
@@ -70,7 +75,8 @@ def _child(func: Callable[..., Any], args: tuple, write_fd: int, time_limit: flo
         except RecursionError:
             payload = ("recursion", "")
         except Exception as exc:  # turned into a StructureError by the caller, in the user's terms
-            payload = ("exception", type(exc).__name__)
+            # with log_exceptions the traceback comes back too, for the caller's log
+            payload = ("exception", (type(exc).__name__, traceback.format_exc() if log_exceptions else ""))
         try:
             data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception:
@@ -85,6 +91,65 @@ def _child(func: Callable[..., Any], args: tuple, write_fd: int, time_limit: flo
         os._exit(code)
 
 
+class WorkerLimit(Exception):  # noqa: N818 - a limit, not an error of the caller
+    """The isolated work was stopped: ``kind`` is ``"time"``, ``"cpu"``, ``"memory"`` (or a crash),
+    ``"recursion"`` or ``"stopped"`` (``should_stop`` said so)."""
+
+    def __init__(self, kind: str):
+        super().__init__(kind)
+        self.kind = kind
+
+
+def run_isolated(
+    func: Callable[..., Any],
+    args: tuple = (),
+    *,
+    time_limit: float,
+    memory_limit: int = DEFAULT_MEMORY_LIMIT,
+    should_stop: Callable[[], bool] | None = None,
+    log_exceptions: bool = False,
+) -> Any:
+    """Call ``func(*args)`` in a forked child with a wall-clock, CPU-time and memory limit; return its result.
+
+    Args:
+        func: a function with a picklable result; it may raise StructureError (re-raised here).
+        args: its arguments (inherited by the child, not pickled).
+        time_limit: seconds of wall-clock time before the child is killed.
+        memory_limit: bytes of address space the child may add to what it inherits.
+        should_stop: polled every 50 ms while the child works; when it returns True the child is
+            killed (e.g. the visitor who asked for the work has left).
+        log_exceptions: send back the traceback of an unexpected exception in the child
+            (``ReaderFailed.args[1]``), for the caller to log.
+
+    Raises:
+        StructureError: the child's own.
+        WorkerLimit: a limit stopped the child, it crashed, or ``should_stop`` said so.
+        ReaderFailed: the child raised another exception (its type's name in ``args[0]``, its
+            traceback in ``args[1]`` with ``log_exceptions``).
+    """
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(read_fd)
+        _child(func, args, write_fd, time_limit, memory_limit, log_exceptions)
+    os.close(write_fd)
+    data, status, ended, expected = _collect(read_fd, pid, time.monotonic() + time_limit, should_stop)
+    if ended:
+        raise WorkerLimit(ended)
+    if expected is None or len(data) < expected + _HEADER.size:
+        if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGXCPU:
+            raise WorkerLimit("cpu")
+        raise WorkerLimit("memory")
+    kind, value = pickle.loads(data[_HEADER.size : _HEADER.size + expected])  # our own child's answer
+    if kind == "ok":
+        return value
+    if kind == "error":
+        raise StructureError(value)
+    if kind in ("memory", "recursion"):
+        raise WorkerLimit(kind)
+    raise ReaderFailed(*value)
+
+
 def run_bounded(
     func: Callable[..., Any],
     args: tuple = (),
@@ -93,63 +158,49 @@ def run_bounded(
     memory_limit: int = DEFAULT_MEMORY_LIMIT,
     what: str = "this file",
 ) -> Any:
-    """Call ``func(*args)`` in a forked child and return its result.
-
-    Args:
-        func: a picklable-result function; it may raise StructureError.
-        args: its arguments (inherited by the child, not pickled).
-        time_limit: seconds of wall-clock time before the child is killed.
-        memory_limit: bytes of address space the child may add to what it inherits.
-        what: how to name the input in error messages.
+    """:func:`run_isolated` for a parser: a limit becomes a StructureError that says what to upload instead.
 
     Raises:
         StructureError: the child's own StructureError, or one saying that reading took
             too long, needed too much memory, or crashed.
         ReaderFailed: the child raised another exception (named in the exception).
     """
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        os.close(read_fd)
-        _child(func, args, write_fd, time_limit, memory_limit)
-    os.close(write_fd)
-    data, status, timed_out, expected = _collect(read_fd, pid, time.monotonic() + time_limit)
-    if timed_out:
-        raise StructureError(
-            f"reading {what} took longer than {time_limit:g} s, so it was stopped; "
-            "upload a single, ordered unit cell of at most a few hundred atoms"
-        )
-    if expected is None or len(data) < expected + _HEADER.size:
-        if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGXCPU:
-            raise StructureError(f"reading {what} used too much CPU time, so it was stopped")
+    try:
+        return run_isolated(func, args, time_limit=time_limit, memory_limit=memory_limit)
+    except WorkerLimit as exc:
+        if exc.kind == "time":
+            raise StructureError(
+                f"reading {what} took longer than {time_limit:g} s, so it was stopped; "
+                "upload a single, ordered unit cell of at most a few hundred atoms"
+            ) from None
+        if exc.kind == "cpu":
+            raise StructureError(f"reading {what} used too much CPU time, so it was stopped") from None
+        if exc.kind == "recursion":
+            raise StructureError(f"{what} is nested too deeply to read") from None
         raise StructureError(
             f"reading {what} needed too much memory or crashed the reader, so it was stopped; "
             "check that it is a single unit cell"
-        )
-    kind, value = pickle.loads(data[_HEADER.size : _HEADER.size + expected])  # our own child's answer
-    if kind == "ok":
-        return value
-    if kind == "error":
-        raise StructureError(value)
-    if kind == "memory":
-        raise StructureError(f"reading {what} needed too much memory, so it was stopped; check that it is a single unit cell")
-    if kind == "recursion":
-        raise StructureError(f"{what} is nested too deeply to read")
-    raise ReaderFailed(value)
+        ) from None
 
 
-def _collect(read_fd: int, pid: int, deadline: float) -> tuple[bytes, int, bool, int | None]:
-    """Read the child's answer until it is complete, the child dies or ``deadline`` passes (then kill it).
-    Returns (bytes read, the child's wait status, whether it timed out, the answer's announced size)."""
+def _collect(
+    read_fd: int, pid: int, deadline: float, should_stop: Callable[[], bool] | None = None
+) -> tuple[bytes, int, str, int | None]:
+    """Read the child's answer until it is complete, the child dies, ``deadline`` passes or ``should_stop``
+    says so (then kill it). Returns (bytes read, the child's wait status, why it was killed: "time",
+    "stopped" or "" when it was not, the answer's announced size)."""
     chunks: list[bytes] = []
     size = 0
     expected: int | None = None
-    timed_out = False
+    ended = ""
     try:
         while expected is None or size < expected + _HEADER.size:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                timed_out = True
+                ended = "time"
+                break
+            if should_stop is not None and should_stop():
+                ended = "stopped"
                 break
             ready, _, _ = select.select([read_fd], [], [], min(remaining, 0.05))
             if not ready:
@@ -168,13 +219,13 @@ def _collect(read_fd: int, pid: int, deadline: float) -> tuple[bytes, int, bool,
         os.close(read_fd)
         status = 0
         if pid:
-            if timed_out:
+            if ended:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:  # pragma: no cover - it just finished
                     pass
             _, status = os.waitpid(pid, 0)
-    return b"".join(chunks), status, timed_out, expected
+    return b"".join(chunks), status, ended, expected
 
 
 class ReaderFailed(Exception):  # noqa: N818 - not an error of ours: the parser's own exception, by name

@@ -120,7 +120,7 @@ def _first_present(row: dict, columns: Iterable[str]) -> str | None:
     return None
 
 
-def _is_structure_file(p: Path) -> bool:
+def is_structure_file(p: Path) -> bool:
     name = p.name.upper()
     return p.suffix.lower() in STRUCTURE_SUFFIXES or name.startswith(("POSCAR", "CONTCAR"))
 
@@ -315,7 +315,7 @@ def open_sources(inputs: Iterable[str | Path]) -> list[Source]:
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
             data = [p for p in found if _data_kind(p)]
-            structures = [p for p in found if not _data_kind(p) and _is_structure_file(p)]
+            structures = [p for p in found if not _data_kind(p) and is_structure_file(p)]
             if not data and not structures:
                 raise ScreenError(
                     f"{given} holds no structure files (.cif, POSCAR, .xyz, .json) or data files "
@@ -431,7 +431,10 @@ def featurise(rec: Record, graph_config, max_atoms: int):
     except StructureError as exc:
         row["error"] = first_line(exc, 300)
     except Exception as exc:  # a crystal that breaks a library must not stop the screen
-        row["error"] = f"could not featurise this crystal ({type(exc).__name__}: {first_line(exc)})"
+        if isinstance(exc, MemoryError):
+            row["error"] = "featurising this crystal needs more memory than is available; is its cell unusually large?"
+        else:
+            row["error"] = f"could not featurise this crystal ({type(exc).__name__}: {first_line(exc)})"
     return row, None
 
 
@@ -628,7 +631,7 @@ def iter_screen(predictor, items: Iterable, *, workers: int = 0, batch_size: int
 # ----------------------------------------------------------------------------- output
 
 
-def _to_csv_value(v) -> str:
+def to_csv_value(v) -> str:
     if v is None:
         return ""
     if isinstance(v, float):
@@ -751,7 +754,7 @@ class PartWriter:
                 w = csv.writer(fh, lineterminator="\n")
                 w.writerow(cols)
                 for r in rows:
-                    w.writerow([_to_csv_value(r.get(c)) for c in cols])
+                    w.writerow([to_csv_value(r.get(c)) for c in cols])
 
     def merge(self) -> dict:
         """Merge the parts into ``<out>`` (atomically), remove them; returns counts for the summary."""

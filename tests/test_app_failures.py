@@ -69,7 +69,16 @@ def only_error(at: AppTest) -> str:
 
 
 def logged(caplog, exc_type: type) -> bool:
-    return any(r.exc_info and isinstance(r.exc_info[1], exc_type) for r in caplog.records if r.name == "sen_app")
+    """The server logged the exception with its traceback: in this process, or sent back by the prediction's
+    worker process (app.results.bounded)."""
+    for r in caplog.records:
+        if r.name != "sen_app":
+            continue
+        if r.exc_info and isinstance(r.exc_info[1], exc_type):
+            return True
+        if "failed in its worker with" in r.getMessage() and f"{exc_type.__name__}" in r.getMessage():
+            return "Traceback (most recent call last)" in r.getMessage()
+    return False
 
 
 @pytest.fixture(autouse=True)
@@ -213,15 +222,17 @@ def test_a_json_that_asks_for_code_gets_one_line():
     assert footer(at).startswith(f"Page complete: {literal(EXAMPLE)}")
 
 
-def test_one_failing_file_in_a_batch(monkeypatch, caplog):
-    real = Predictor.explain
+def test_one_failing_file_in_a_batch(monkeypatch):
+    import sen.symmetry  # sen.screen.featurise imports analyze_symmetry from here when it runs
 
-    def explain(self, structure, symprec=None):
-        if len(structure) == 6:  # the rutile files
+    original = sen.symmetry.analyze_symmetry
+
+    def analyze(structure, *args, **kwargs):
+        if len(structure) == 6:  # the rutile file
             raise MemoryError
-        return real(self, structure, symprec)
+        return original(structure, *args, **kwargs)
 
-    monkeypatch.setattr(Predictor, "explain", explain)
+    monkeypatch.setattr(sen.symmetry, "analyze_symmetry", analyze)
     nacl = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
@@ -230,8 +241,86 @@ def test_one_failing_file_in_a_batch(monkeypatch, caplog):
     )
     at.run()
     assert not at.exception
-    assert list(at.dataframe[0].value["file"]) == ["NaCl.vasp"]
+    assert list(at.dataframe[0].value["file"]) == ["NaCl.vasp"]  # the other file is still predicted
     errors = [e.value for e in at.error]
-    reason = "the prediction needs more memory than this server has; is the cell unusually large or sparse?"
-    assert errors == [literal(f"rutile.vasp: {reason}"), literal(f"No prediction for rutile.vasp: {reason}")]
-    assert logged(caplog, MemoryError)
+    reason = "featurising this crystal needs more memory than is available; is its cell unusually large?"
+    assert literal(f"rutile.vasp: {reason}") in errors, errors
+
+
+# ----------------------------------------------------------------------------- the prediction's worker
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return Predictor.load(device="cpu")
+
+
+def _srtio3():
+    from sen.io import read_structure
+
+    return read_structure(ROOT / "assets" / "examples" / "srtio3_perovskite.cif")
+
+
+@pytest.mark.skipif(not results.fork_available(), reason="needs fork")
+def test_predictions_run_in_a_worker_with_the_same_numbers(shipped, monkeypatch):
+    structure = _srtio3()
+    direct = shipped.explain(structure)
+    assert results.isolate_predictions(shipped)
+    worker = results.bounded_explain(shipped, structure)
+    assert worker["band_gap"] == direct["band_gap"] and (worker["routing"] == direct["routing"]).all()
+    pids = []
+    monkeypatch.setattr(shipped, "explain", lambda s: pids.append(__import__("os").getpid()) or direct)
+    results.bounded_explain(shipped, structure)
+    assert pids == []  # the call happened in the child, whose list this process never sees
+    monkeypatch.setenv("SEN_ISOLATE", "0")
+    results.bounded_explain(shipped, structure)
+    assert len(pids) == 1
+
+
+@pytest.mark.skipif(not results.fork_available(), reason="needs fork")
+def test_a_prediction_past_its_limits_is_stopped_with_one_line(shipped, monkeypatch):
+    import time
+
+    structure = _srtio3()
+    monkeypatch.setattr(results, "EXPLAIN_TIME_LIMIT", 0.5)
+    monkeypatch.setattr(shipped, "explain", lambda s: time.sleep(60))
+    t = time.perf_counter()
+    with pytest.raises(results.ComputeError, match=r"^the prediction took longer than 0.5 s, so it was stopped"):
+        results.bounded_explain(shipped, structure)
+    assert time.perf_counter() - t < 3
+    monkeypatch.setattr(results, "EXPLAIN_MEMORY_LIMIT", 256 * 1024**2)
+    monkeypatch.setattr(results, "EXPLAIN_TIME_LIMIT", 20.0)
+    monkeypatch.setattr(shipped, "explain", lambda s: bytearray(4 * 1024**3))
+    with pytest.raises(results.ComputeError, match=r"^the prediction needed more than 0.25 GB of memory"):
+        results.bounded_explain(shipped, structure)
+    monkeypatch.setattr(shipped, "explain", lambda s: {}["band_gap"])
+    with pytest.raises(results.ComputeError, match=r"unexpected error \(KeyError\); it has been logged"):
+        results.bounded_explain(shipped, structure)
+
+
+@pytest.mark.skipif(not results.fork_available(), reason="needs fork")
+def test_a_visitor_leaving_stops_the_worker_and_nothing_is_cached(shipped, monkeypatch):
+    import time
+
+    monkeypatch.setattr(shipped, "explain", lambda s: time.sleep(60))
+    left = time.monotonic() + 0.3
+    monkeypatch.setattr(results, "_session_gone", lambda: lambda: time.monotonic() > left)
+    t = time.perf_counter()
+    with pytest.raises(results.SessionEnded):
+        results.bounded_explain(shipped, _srtio3())
+    assert time.perf_counter() - t < 3
+    with pytest.raises(results.SessionEnded):  # raised through the cache, so the next visit computes again
+        results._attempt("the prediction", "x.cif", lambda: results.bounded_explain(shipped, _srtio3()))
+
+
+def test_a_timed_out_prediction_is_not_cached(monkeypatch):
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        raise results._Retryable("the prediction took longer than 30 s, so it was stopped")
+
+    for _ in range(2):
+        with pytest.raises(results.ComputeError, match="took longer"):
+            results._attempt("the prediction", "x.cif", flaky)
+    assert len(calls) == 2
