@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -213,6 +214,10 @@ def read_crystal(crystal: CrystalFile) -> Structure:
 #: Limits of one crystal's prediction + explanation in its worker process (see :func:`bounded_explain`).
 EXPLAIN_TIME_LIMIT = 30.0  # seconds of wall-clock time
 EXPLAIN_MEMORY_LIMIT = 2 * 1024**3  # bytes of memory beyond what the server process holds
+#: Prediction workers at once over all sessions (the others wait their turn): at most this many times
+#: EXPLAIN_MEMORY_LIMIT above the server, however many visitors upload at the same moment.
+MAX_WORKERS = max(2, min(4, os.cpu_count() or 2))
+_WORKERS = threading.BoundedSemaphore(MAX_WORKERS)
 
 
 def isolate_predictions(predictor: Predictor) -> bool:
@@ -252,9 +257,13 @@ def bounded(predictor: Predictor, func: Callable, args: tuple, step: str):
     in the process itself where :func:`isolate_predictions` says no. ``step`` names it in messages."""
     if not isolate_predictions(predictor):
         return func(*args)
+    should_stop = _session_gone()
+    while not _WORKERS.acquire(timeout=0.1):  # at most MAX_WORKERS at once: bounded memory and CPU in all
+        if should_stop is not None and should_stop():
+            raise SessionEnded()
     try:
         return run_isolated(func, args, time_limit=EXPLAIN_TIME_LIMIT, memory_limit=EXPLAIN_MEMORY_LIMIT,
-                            should_stop=_session_gone(), log_exceptions=True)  # fmt: skip
+                            should_stop=should_stop, log_exceptions=True)  # fmt: skip
     except WorkerLimit as exc:
         if exc.kind == "stopped":
             raise SessionEnded() from None
@@ -274,6 +283,8 @@ def bounded(predictor: Predictor, func: Callable, args: tuple, step: str):
         raise ComputeError(
             f"{step} failed with an unexpected error ({exc.args[0]}); it has been logged on the server"
         ) from None
+    finally:
+        _WORKERS.release()
 
 
 @st.cache_data(max_entries=256, show_spinner=False)

@@ -324,3 +324,28 @@ def test_a_timed_out_prediction_is_not_cached(monkeypatch):
         with pytest.raises(results.ComputeError, match="took longer"):
             results._attempt("the prediction", "x.cif", flaky)
     assert len(calls) == 2
+
+
+@pytest.mark.skipif(not results.fork_available(), reason="needs fork")
+def test_at_most_max_workers_predict_at_once(shipped, monkeypatch, tmp_path):
+    import threading
+    import time
+
+    monkeypatch.setattr(results, "MAX_WORKERS", 2)
+    monkeypatch.setattr(results, "_WORKERS", threading.BoundedSemaphore(2))
+
+    def work(name):  # runs in the worker: leaves its start and end times in a file
+        start = time.time()
+        time.sleep(0.4)
+        (tmp_path / f"{name}.txt").write_text(f"{start} {time.time()}")
+        return name
+
+    threads = [threading.Thread(target=results.bounded, args=(shipped, work, (str(i),), "x")) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    spans = [tuple(map(float, p.read_text().split())) for p in tmp_path.glob("*.txt")]
+    assert len(spans) == 6
+    overlap = max(sum(1 for a, b in spans if a <= t < b) for t, _ in spans)
+    assert overlap == 2  # two at a time, never more
