@@ -54,14 +54,32 @@ TIMEOUT_MS = 300_000
 
 
 def server_rss_mb(port: int) -> float | None:
-    """Resident memory (MB) of the process listening on ``port`` and its children."""
+    """Memory (MB) of the process listening on ``port`` and its children (the prediction workers).
+
+    Proportional set size where Linux reports it: a forked worker shares most of its pages with the
+    server, and adding up resident sizes would count them once per worker. A worker that ends while it
+    is being measured is left out.
+    """
     import psutil
 
-    for conn in psutil.net_connections(kind="tcp"):
-        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
-            process = psutil.Process(conn.pid)
-            rss = process.memory_info().rss + sum(c.memory_info().rss for c in process.children(recursive=True))
-            return round(rss / 2**20, 1)
+    listening = {c.pid for c in psutil.net_connections(kind="tcp")
+                 if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid}  # fmt: skip
+    for pid in sorted(listening):  # a forked worker holds the listening socket too: the server is its parent
+        try:
+            process = psutil.Process(pid)
+            if process.ppid() in listening:
+                continue
+            members = [process, *process.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        total = 0
+        for p in members:
+            try:
+                info = p.memory_full_info()
+                total += getattr(info, "pss", info.rss)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        return round(total / 2**20, 1)
     return None
 
 

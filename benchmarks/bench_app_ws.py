@@ -102,8 +102,10 @@ class Visitor:
                 etype = element.WhichOneof("type")
                 if etype == "selectbox" and element.selectbox.label == PICKER_LABEL:
                     self.picker_id, self.options = element.selectbox.id, list(element.selectbox.options)
-                if etype == "exception" or (etype == "alert" and element.alert.format == 1):  # 1: ERROR
-                    errors.append(etype)
+                if etype == "exception":
+                    errors.append(f"exception: {element.exception.message}")
+                elif etype == "alert" and element.alert.format == 1:  # 1: ERROR
+                    errors.append(element.alert.body)
                 texts += _walk_texts(element)
             elif kind == "script_finished":
                 seconds = time.perf_counter() - started

@@ -193,6 +193,15 @@ def _collect(
     size = 0
     expected: int | None = None
     ended = ""
+    status = 0
+
+    def take(chunk: bytes) -> None:
+        nonlocal size, expected
+        chunks.append(chunk)
+        size += len(chunk)
+        if expected is None and size >= _HEADER.size:
+            expected = _HEADER.unpack(b"".join(chunks)[: _HEADER.size])[0]
+
     try:
         while expected is None or size < expected + _HEADER.size:
             remaining = deadline - time.monotonic()
@@ -204,20 +213,19 @@ def _collect(
                 break
             ready, _, _ = select.select([read_fd], [], [], min(remaining, 0.05))
             if not ready:
-                if os.waitpid(pid, os.WNOHANG) != (0, 0):  # the child died without answering
-                    pid = 0
+                done, done_status = os.waitpid(pid, os.WNOHANG)
+                if done:  # the child has ended; the end of its answer may have arrived since select()
+                    pid, status = 0, done_status
+                    while select.select([read_fd], [], [], 0)[0] and (chunk := os.read(read_fd, 1 << 20)):
+                        take(chunk)
                     break
                 continue
             chunk = os.read(read_fd, 1 << 20)
             if not chunk:
                 break
-            chunks.append(chunk)
-            size += len(chunk)
-            if expected is None and size >= _HEADER.size:
-                expected = _HEADER.unpack(b"".join(chunks)[: _HEADER.size])[0]
+            take(chunk)
     finally:
         os.close(read_fd)
-        status = 0
         if pid:
             if ended:
                 try:

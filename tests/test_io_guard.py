@@ -51,3 +51,25 @@ def test_should_stop_kills_the_child_within_a_poll():
         run_isolated(_sleep_forever, time_limit=30, should_stop=lambda: time.monotonic() > asked)
     assert limit.value.kind == "stopped"
     assert time.perf_counter() - t < 2.0  # not the 30 s time limit
+
+
+def test_children_forked_from_many_threads_at_once_all_answer():
+    """Each thread's child inherits the other threads' pipes; a child that has ended is read to the end
+    (its answer can arrive between the poll and the check that it has ended)."""
+    import threading
+
+    results, errors = [], []
+
+    def call(i):
+        for k in range(5):
+            try:
+                results.append(run_isolated(sum, ([i, k],), time_limit=20))
+            except Exception as exc:  # collected: the assertion below names it
+                errors.append(repr(exc))
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == [] and sorted(results) == sorted(i + k for i in range(8) for k in range(5))
