@@ -33,10 +33,10 @@ def downloads(
         columns[1].download_button(
             "Prediction (CSV)", records_csv([record]), f"{stem}_prediction.csv", "text/csv", on_click="ignore"
         )
-    if sym is not None and sym.standard_cif is not None:
+    if sym is not None and sym.standard_cell is not None:
         columns[2].download_button(
             "Standardised cell (CIF)",
-            sym.standard_cif,
+            lambda: sym.standard_cif,  # written on the click (deferred download), not on every page
             f"{stem}_conventional_standard.cif",
             "chemical/x-cif",
             on_click="ignore",

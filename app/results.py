@@ -403,8 +403,16 @@ class SymmetryView:
 
     report: SymmetryReport
     lattice_rows: list[dict]  # per cell (as given; standard): a, b, c (Å), angles (°), volume (Å³), atoms
-    standard_cif: str | None  # conventional standard cell as CIF text (symmetrised); None if it failed
+    standard_cell: Structure | None  # conventional standard cell (spglib's setting); None if it failed
     standard_error: str | None = None  # why there is no standard cell (one line), else None
+
+    @property
+    def standard_cif(self) -> str | None:
+        """The standard cell as CIF text with its space-group operations, written when asked for (the
+        download button calls it on a click): symmetrised writing costs more than the rest of the panel."""
+        if self.standard_cell is None:
+            return None
+        return standard_cif(self.standard_cell, self.report.symprec, self.report.angle_tolerance)
 
 
 STANDARD_CELL = "conventional standard cell"
@@ -421,17 +429,12 @@ def _symmetry_cached(digest: str, name: str, symprec: float, angle_tolerance: fl
         return analysis
     rows = [_lattice_row("cell as given", structure)]
     standard = _attempt(
-        "the conventional standard cell", name, lambda: _standard_cell_and_cif(structure, symprec, angle_tolerance)
+        "the conventional standard cell", name, lambda: spglib_standard_cell(structure, symprec, angle_tolerance)
     )
     if standard.error is not None:
         return Outcome(SymmetryView(analysis.value, rows, None, standard.error))
-    cell, cif = standard.value
-    return Outcome(SymmetryView(analysis.value, [*rows, _lattice_row(STANDARD_CELL, cell)], cif))
-
-
-def _standard_cell_and_cif(structure: Structure, symprec: float, angle_tolerance: float) -> tuple[Structure, str]:
-    cell = spglib_standard_cell(structure, symprec, angle_tolerance)
-    return cell, standard_cif(cell, symprec, angle_tolerance)
+    cell = standard.value
+    return Outcome(SymmetryView(analysis.value, [*rows, _lattice_row(STANDARD_CELL, cell)], cell))
 
 
 def symmetry_view(crystal: CrystalFile, symprec: float, angle_tolerance: float) -> SymmetryView:

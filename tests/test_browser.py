@@ -272,3 +272,15 @@ def test_searching_the_library_and_picking_a_test_crystal_opens_it_and_writes_th
     wait_for_complete_page(page, wanted.title, wanted.digest, timeout_ms=120_000)
     assert page.get_by_text("Test crystal: the model never saw it, a fair test").count() == 1
     page.wait_for_function("id => location.search.includes('crystal=' + id)", arg=test_ids[0], timeout=10_000)
+
+
+def test_the_standardised_cell_is_written_when_downloaded(page, app_url):
+    from sen.io import read_structure
+
+    open_app(page, app_url)
+    with page.expect_download(timeout=60_000) as download:
+        page.get_by_role("button", name="Standardised cell (CIF)").click()
+    text = Path(download.value.path()).read_text()
+    cell = read_structure(text, filename="standard.cif")
+    assert download.value.suggested_filename.endswith("_conventional_standard.cif")
+    assert "_symmetry_space_group_name_H-M" in text and len(cell) >= 1
