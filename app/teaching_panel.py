@@ -39,12 +39,13 @@ from app.gallery import Example
 from app.results import (
     TITLES,
     UNITS,
+    ComputeError,
     CrystalFile,
     explain_crystal,
-    failure_reason,
     orbit_table,
     read_crystal,
     routing_data,
+    symmetry_view,
 )
 from sen.errors import StructureError, first_line
 from sen.io import structure_to_json
@@ -421,14 +422,10 @@ def teaching_controls(
     ``edited.crystal`` and ``edited.structure`` to the rest of the page."""
     where = where if where is not None else st.sidebar
     unchanged = Edited(crystal, structure, crystal, structure)
-    try:
-        report = analyze_symmetry(structure, symprec, angle_tolerance)
-    except StructureError as exc:
+    try:  # the symmetry panel's analysis of the same file (cached), not a second one
+        report = symmetry_view(crystal, symprec, angle_tolerance).report
+    except (StructureError, ComputeError) as exc:  # already logged; the page goes on with the crystal as it is
         where.caption(literal(f"Changing the crystal needs its symmetry: {exc}"))
-        return unchanged
-    except Exception as exc:  # e.g. spglib or memory: the page goes on with the crystal as it is
-        log.exception("symmetry for the teaching controls failed for %s", crystal.name)
-        where.caption(literal(f"Changing the crystal needs its symmetry: {failure_reason('the symmetry', exc)}"))
         return unchanged
     elements = training_elements(predictor)
     _reset_on_new_crystal(crystal.digest)
