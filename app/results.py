@@ -117,7 +117,7 @@ class CrystalFile:
 
     name: str  # file name as the user knows it
     data: bytes = field(repr=False)
-    origin: str = "upload"  # "example" or "upload"
+    origin: str = "upload"  # "example", "library" or "upload"
     title: str = ""  # display name (gallery name, else the file name)
     source: str = ""  # where the structure comes from (gallery crystals)
     digest: str = ""  # SHA-256 of data; filled in by from_bytes
@@ -242,20 +242,23 @@ def _session_gone() -> Callable[[], bool] | None:
         return None
 
 
-def bounded_explain(predictor: Predictor, structure: Structure) -> dict:
+def bounded_explain(predictor: Predictor, structure: Structure, isolate: bool = True) -> dict:
     """``predictor.explain(structure)`` in a forked worker that is killed after :data:`EXPLAIN_TIME_LIMIT`,
     when it needs more than :data:`EXPLAIN_MEMORY_LIMIT`, or when the visitor leaves (:class:`SessionEnded`).
 
     The checks of ``sen.io`` already bound a valid crystal's work (atoms, cell, neighbours); the worker is
     the second line: nothing a crystal does can hold the server, its memory or other visitors' pages.
+    ``isolate=False`` (the app's own crystals: the gallery and the library, and changes of them made with
+    the teaching controls, all bounded) runs it in the server process and saves the worker's start.
     """
-    return bounded(predictor, predictor.explain, (structure,), "the prediction")
+    return bounded(predictor, predictor.explain, (structure,), "the prediction", isolate)
 
 
-def bounded(predictor: Predictor, func: Callable, args: tuple, step: str):
+def bounded(predictor: Predictor, func: Callable, args: tuple, step: str, isolate: bool = True):
     """``func(*args)`` (a prediction with ``predictor``) in a worker with the limits of :func:`bounded_explain`;
-    in the process itself where :func:`isolate_predictions` says no. ``step`` names it in messages."""
-    if not isolate_predictions(predictor):
+    in the process itself when not ``isolate`` or where :func:`isolate_predictions` says no. ``step`` names
+    it in messages."""
+    if not (isolate and isolate_predictions(predictor)):
         return func(*args)
     should_stop = _session_gone()
     while not _WORKERS.acquire(timeout=0.1):  # at most MAX_WORKERS at once: bounded memory and CPU in all
@@ -287,18 +290,23 @@ def bounded(predictor: Predictor, func: Callable, args: tuple, step: str):
         _WORKERS.release()
 
 
+#: Where a crystal comes from when it is the app's own (shipped with it, or a teaching change of one).
+TRUSTED_ORIGINS = ("example", "library")
+
+
 @st.cache_data(max_entries=256, show_spinner=False)
-def _explain_cached(digest: str, name: str, model: str, _data: bytes, _predictor: Predictor) -> Outcome:
+def _explain_cached(digest: str, name: str, model: str, isolate: bool, _data: bytes, _predictor: Predictor) -> Outcome:
     read = _read_cached(digest, name, _data)
     if read.error is not None:
         return read
-    return _attempt("the prediction", name, lambda: bounded_explain(_predictor, read.value))
+    return _attempt("the prediction", name, lambda: bounded_explain(_predictor, read.value, isolate))
 
 
 def explain_crystal(crystal: CrystalFile, predictor: Predictor) -> dict:
     """``Predictor.explain`` for a file (prediction, symmetry given to SEN, routing matrices), run by
     :func:`bounded_explain`; raises StructureError or ComputeError (SessionEnded when the visitor left)."""
-    return _explain_cached(crystal.digest, crystal.name, model_key(predictor), crystal.data, predictor).get()
+    isolate = crystal.origin not in TRUSTED_ORIGINS  # an upload, or a change of one
+    return _explain_cached(crystal.digest, crystal.name, model_key(predictor), isolate, crystal.data, predictor).get()
 
 
 def model_test_mae(card: dict, target: str) -> float | None:

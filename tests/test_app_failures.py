@@ -349,3 +349,16 @@ def test_at_most_max_workers_predict_at_once(shipped, monkeypatch, tmp_path):
     assert len(spans) == 6
     overlap = max(sum(1 for a, b in spans if a <= t < b) for t, _ in spans)
     assert overlap == 2  # two at a time, never more
+
+
+@pytest.mark.skipif(not results.fork_available(), reason="needs fork")
+def test_uploads_are_predicted_in_a_worker_and_the_apps_own_crystals_in_the_server(shipped, monkeypatch):
+    calls = []
+    real = results.run_isolated
+    monkeypatch.setattr(results, "run_isolated", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    example = results.CrystalFile.from_path(ROOT / "assets" / "examples" / "srtio3_perovskite.cif", origin="example")
+    upload = results.CrystalFile.from_bytes("rutile.vasp", unique_rutile())
+    shown = results.explain_crystal(example, shipped)
+    assert calls == []
+    predicted = results.explain_crystal(upload, shipped)
+    assert len(calls) == 1 and set(predicted) == set(shown)
