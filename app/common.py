@@ -8,9 +8,14 @@ import sys
 from collections.abc import Callable
 
 import streamlit as st
+import streamlit.emojis  # noqa: F401 - see below
 
 from app.results import ComputeError, failure_reason, log
 from sen.errors import StructureError
+
+# Streamlit compiles its emoji regular expression (about 0.3 s) when the first alert with non-ASCII text
+# is shown (Å, ±, σ are in ours): importing it with the app pays that once at start, not inside the first
+# visitors' pages, where 20 sessions at once all waited for it (benchmarks/bench_app_ws.py).
 
 #: The errors whose message is already one line for the user (the file's fault, or a failed step).
 USER_ERRORS = (StructureError, ComputeError)
