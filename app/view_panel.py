@@ -7,7 +7,7 @@ import math
 import streamlit as st
 from pymatgen.core import Structure
 
-from app import viewer
+from app import atom_details, viewer
 from app.common import literal, panel
 from app.results import CrystalFile, SymmetryView, unique_orbit_names
 from app.sidebar import Settings
@@ -25,7 +25,8 @@ def structure_view(
     show_elements: bool = False,
 ) -> None:
     """Interactive 3D view (3Dmol.js) with the chosen colouring and its legend, and the space group's
-    symmetry elements drawn in when ``show_elements``."""
+    symmetry elements drawn in when ``show_elements``. Hovering or clicking an atom shows its details;
+    under the view, the atom table: its selected row highlights that atom in the view."""
     st.markdown("**Structure** (drag to rotate, scroll to zoom)")
     if not viewer.local_script_available():
         st.warning(
@@ -42,8 +43,16 @@ def structure_view(
     if settings.label_atoms and report is not None:
         names = unique_orbit_names(report)
         labels = [names[int(k)] for k in report.orbit_index]
+    highlight = atom_details.selected_site(st.session_state.get(atom_details.TABLE_KEY), len(structure))
     page = viewer.build_viewer_html(
-        structure, colourings, supercell=supercell, atom_labels=labels, height=CANVAS_HEIGHT, name=crystal.title
+        structure,
+        colourings,
+        supercell=supercell,
+        atom_labels=labels,
+        height=CANVAS_HEIGHT,
+        name=crystal.title,
+        details=atom_details.site_details(structure, report, explanation),
+        highlight=highlight,
     )
     elements_caption = ""
     if show_elements:
@@ -57,6 +66,7 @@ def structure_view(
     if elements_caption:
         st.caption(literal(elements_caption))
     caption = (
+        "Hover over an atom for its details (click to keep them; the atom table below does the same). "
         "Grey lines: the unit cell (axes a, b, c). Atoms on a cell face are drawn on both faces. "
         "Wyckoff orbit: atoms that the symmetry operations map onto each other share a colour. "
         "Dominant capsule: the learned pattern that receives most of the atom's routing."
@@ -69,6 +79,17 @@ def structure_view(
             else f" {drawn} atoms are drawn: one atom of each orbit is labelled in each cell, to keep labels readable."
         )
     st.caption(caption)
+    _atom_table(structure, report, explanation)
+
+
+def _atom_table(structure: Structure, report, explanation: dict | None) -> None:
+    st.markdown("**Atoms** (select a row to highlight the atom and its copies in the view)")
+    atom_details.atom_table(atom_details.atom_rows(structure, report, explanation))
+    networks = (explanation or {}).get("networks") or []
+    if len(networks) > 1:
+        st.caption(
+            f"Routing and dominant capsule of network 1 of {len(networks)}, as in the routing charts by default."
+        )
 
 
 def _colourings(structure: Structure, mode: str, report, explanation: dict | None) -> list[viewer.AtomColouring]:

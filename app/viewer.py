@@ -7,6 +7,11 @@ generated script is JSON with ``<``, ``>`` and ``&`` written as ``\\u003c`` and 
 the final HTML is checked for script break-outs (it fails closed), so a CIF containing
 ``</script>`` cannot run anything.
 
+Hovering or clicking a drawn atom (3Dmol's ``setHoverable`` / ``setClickable``) shows the details of
+its unit-cell site (:class:`SiteDetails`, built in Python by app/atom_details.py) in a box over the
+view; supercell and boundary copies map to their site. The details reach the page as one JSON object
+escaped the same way, and the page's script only ever sets them as ``textContent``.
+
 Streamlit is phasing out ``st.components.v1.html``; :func:`render_viewer` is the one place
 that decides how the HTML reaches the page.
 """
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import html
 import itertools
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,9 +60,112 @@ LABEL_STYLE = {
     "alignment": "bottomLeft",
     "screenOffset": {"x": 5, "y": -5},
 }
+ATOM_SCALE = 0.33  # sphere size (fraction of the van der Waals radius)
+HIGHLIGHT_SCALE = 0.55  # the atom picked in the atom table, in all its drawn copies
+MAX_HIGHLIGHT_LABELS = 64  # labels on the copies of the picked atom, at most
+#: The label of the picked atom (table) and of the atom under the mouse: the same box, on yellow.
+HIGHLIGHT_LABEL_STYLE = {**LABEL_STYLE, "fontSize": 12, "backgroundColor": "#ffe066", "backgroundOpacity": 0.95}
+DETAILS_LABEL_STYLE = {**HIGHLIGHT_LABEL_STYLE, "borderColor": "#444444", "borderThickness": 1.0}
+HOVER_MS = 150  # how long the mouse rests on an atom before its details show (3Dmol's default: 500)
 BOUNDARY_TOLERANCE = 1e-3  # fractional; atoms this close to a cell face are also drawn on the opposite face
 _HEX_COLOUR = re.compile(r"^#[0-9A-Fa-f]{6}$")
 _JS_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"')
+
+#: The hover/click script of the atom details (see _details_script). It only reads the JSON ``atomDetails``
+#: and writes text with ``textContent``: no per-atom string ever becomes HTML or code.
+_DETAILS_JS = """var d = atomDetails;
+var views = window.sen_viewers || [viewer_sen];
+var box = document.getElementById("atom-details");
+var hoverLabel = null, pin = null, pinLabel = null;
+function fixed(v, n) { return v.map(function(x) { return x.toFixed(n); }).join(", "); }
+function addLine(text, cls) {
+  var e = document.createElement("div");
+  if (cls) e.className = cls;
+  e.textContent = text;
+  box.appendChild(e);
+  return e;
+}
+function show(drawn, atom) {
+  var site = d.parents[drawn], s = d.sites[site], sh = d.shifts[drawn];
+  box.textContent = "";
+  s[1].forEach(function(t, i) { addLine(t, i === 0 ? "adh" : ""); });
+  if (sh[0] || sh[1] || sh[2]) {
+    addLine("this copy: cell +[" + sh.join(" ") + "] at (" + fixed([atom.x, atom.y, atom.z], 3) + ") \\u00c5");
+  }
+  if (s[2].length) {
+    var bars = addLine("", "adb");
+    s[2].forEach(function(w, k) {
+      var b = document.createElement("span");
+      b.style.height = Math.max(1, Math.round(18 * w)) + "px";
+      b.style.background = d.colours[k];
+      b.title = "capsule " + k + ": " + w.toFixed(3);
+      bars.appendChild(b);
+    });
+  }
+  box.hidden = false;
+  document.body.setAttribute("data-atom-site", String(site));
+  document.body.setAttribute("data-atom-drawn", String(drawn));
+}
+function hide() {
+  box.hidden = true;
+  box.textContent = "";
+  document.body.removeAttribute("data-atom-site");
+  document.body.removeAttribute("data-atom-drawn");
+}
+function label(viewer, atom) {
+  var spec = Object.assign({}, d.label, {position: {x: atom.x, y: atom.y, z: atom.z}});
+  return [viewer, viewer.addLabel(d.sites[d.parents[atom.index]][0], spec)];
+}
+function unlabel(l) { if (l) l[0].removeLabel(l[1]); return null; }
+function onHover(atom, viewer) {
+  hoverLabel = unlabel(hoverLabel);
+  if (!pin || pin.index !== atom.index) hoverLabel = label(viewer, atom);
+  show(atom.index, atom);
+  document.body.setAttribute("data-atom-event", "hover");
+  viewer.render();
+}
+function onUnhover(atom, viewer) {
+  hoverLabel = unlabel(hoverLabel);
+  if (pin) show(pin.index, pin); else hide();
+  viewer.render();
+}
+function onClick(atom, viewer) {
+  hoverLabel = unlabel(hoverLabel);
+  pinLabel = unlabel(pinLabel);
+  if (pin && pin.index === atom.index) {
+    pin = null;
+    hide();
+    document.body.removeAttribute("data-atom-pinned");
+  } else {
+    pin = {index: atom.index, x: atom.x, y: atom.y, z: atom.z};
+    pinLabel = label(viewer, atom);
+    show(atom.index, atom);
+    document.body.setAttribute("data-atom-pinned", String(d.parents[atom.index]));
+    document.body.setAttribute("data-atom-event", "click");
+  }
+  viewer.render();
+}
+// leaving the canvas ends the hover too (3Dmol only notices on a mouse move over the canvas)
+views[0].getCanvas().addEventListener("mouseleave", function() {
+  views.forEach(function(v) { v.current_hover = null; });
+  hoverLabel = unlabel(hoverLabel);
+  if (pin) show(pin.index, pin); else hide();
+});
+views.forEach(function(v) {
+  v.setHoverDuration(d.hoverMs);
+  v.setHoverable({}, true, onHover, onUnhover);
+  v.setClickable({}, true, onClick);
+  v.render();
+});
+if (d.highlight >= 0) {
+  var first = d.parents.indexOf(d.highlight);
+  var a = views[0].getModel().selectedAtoms({index: first})[0];
+  pin = {index: first, x: a.x, y: a.y, z: a.z};
+  show(first, pin);
+  document.body.setAttribute("data-highlighted-site", String(d.highlight));
+}
+document.body.setAttribute("data-atom-details", String(d.sites.length));
+"""
 
 
 @dataclass(frozen=True)
@@ -66,6 +175,16 @@ class AtomColouring:
     title: str
     colours: tuple[str, ...]  # one "#rrggbb" per atom of the unit cell
     legend: tuple[tuple[str, str], ...]  # (label, "#rrggbb")
+
+
+@dataclass(frozen=True)
+class SiteDetails:
+    """What the 3D view shows about one site of the unit cell when one of its drawn atoms is hovered,
+    clicked or picked in the atom table. Plain text: it is JSON-escaped and set as ``textContent``."""
+
+    label: str  # short text drawn beside the atom, e.g. "O 4c (1)"
+    lines: tuple[str, ...]  # the details, one line each (the first is the heading)
+    weights: tuple[float, ...] = ()  # the site's routing row, drawn as bars in the capsule colours
 
 
 def local_script_available() -> bool:
@@ -140,14 +259,20 @@ def colour_by_capsule(dominant_capsule: Sequence[int], n_capsules: int) -> AtomC
 # ---------------------------------------------------------------------------- geometry
 
 
+def wrapped_frac_coords(structure: Structure) -> np.ndarray:
+    """Fractional coordinates of the sites in [0, 1), as the view draws them (0.9999 is the face at 0)."""
+    frac = np.mod(np.asarray(structure.frac_coords, dtype=float), 1.0)
+    frac[frac > 1.0 - BOUNDARY_TOLERANCE] = 0.0
+    return frac + 0.0  # no -0.0
+
+
 def cell_atoms(structure: Structure, supercell: Sequence[int] = (1, 1, 1)) -> tuple[list[int], np.ndarray]:
     """Atoms to draw: the (super)cell, plus copies of atoms that sit on a cell face.
 
     Returns the unit-cell index of every drawn atom and their Cartesian positions (Å).
     """
     reps = np.array([max(1, int(n)) for n in supercell])
-    frac = np.mod(np.asarray(structure.frac_coords, dtype=float), 1.0)
-    frac[frac > 1.0 - BOUNDARY_TOLERANCE] = 0.0  # 0.9999 is the same face as 0
+    frac = wrapped_frac_coords(structure)
     parents: list[int] = []
     positions: list[np.ndarray] = []
     for i, f in enumerate(frac):
@@ -221,6 +346,8 @@ def build_viewer_html(
     height: int = 420,
     js_url: str | None = None,
     name: str = "",
+    details: Sequence[SiteDetails] | None = None,
+    highlight: int | None = None,
 ) -> str:
     """A self-contained HTML page with one linked 3D view per colouring, and their legends.
 
@@ -233,12 +360,19 @@ def build_viewer_html(
         height: height of the 3D canvas in pixels (the legend adds a little).
         js_url: where 3Dmol.js is loaded from (default: the local copy, else the CDN).
         name: the crystal's name, written (escaped) into a data attribute for tests.
+        details: one :class:`SiteDetails` per unit-cell atom: hovering a drawn atom (any supercell or
+            boundary copy) shows its site's details in a box over the view, clicking pins them.
+        highlight: a unit-cell atom drawn larger and labelled in all its copies, with its details pinned.
     """
     if not colourings:
         raise ValueError("need at least one colouring")
     for colouring in colourings:
         if len(colouring.colours) != len(structure):
             raise ValueError(f"{colouring.title}: {len(colouring.colours)} colours for {len(structure)} atoms")
+    if details is not None and len(details) != len(structure):
+        raise ValueError(f"{len(details)} site details for {len(structure)} atoms")
+    if highlight is not None and not 0 <= int(highlight) < len(structure):
+        raise ValueError(f"no atom {highlight} to highlight")
     reps = tuple(min(3, max(1, int(n))) for n in supercell)
     parents, cart = cell_atoms(structure, reps)
     if len(parents) > MAX_VIEW_ATOMS:
@@ -251,15 +385,7 @@ def build_viewer_html(
         width="100%", height=f"{int(height)}px", viewergrid=grid, linked=True, js=js_url or script_url()
     )
     view.addModel(_xyz_block(structure, parents, cart), "xyz")
-    for k, colouring in enumerate(colourings):
-        where = {"viewer": (0, k)} if grid else {}
-        by_colour: dict[str, list[int]] = {}
-        for drawn, parent in enumerate(parents):
-            by_colour.setdefault(_checked_colour(colouring.colours[parent]), []).append(drawn)
-        for colour, indices in by_colour.items():
-            # Spheres only: distance-based bonds (what 3Dmol would draw) join e.g. Sr-Sr in SrTiO3.
-            style = {"sphere": {"color": colour, "scale": 0.33}}
-            view.setStyle({"index": indices}, style, **where)
+    _style_atoms(view, colourings, parents, grid, highlight)
     matrix = structure.lattice.matrix
     for start, end in _cell_edges(matrix):
         view.addCylinder(
@@ -270,6 +396,10 @@ def build_viewer_html(
     if atom_labels is not None:
         for text, position in label_sites(structure, parents, cart, reps, atom_labels):
             view.addLabel(text, {**LABEL_STYLE, "position": _point(position)})
+    if highlight is not None:
+        text = details[int(highlight)].label if details is not None else structure[int(highlight)].specie.symbol
+        for drawn in [d for d, p in enumerate(parents) if p == int(highlight)][:MAX_HIGHLIGHT_LABELS]:
+            view.addLabel(str(text), {**HIGHLIGHT_LABEL_STYLE, "position": _point(cart[drawn])})
     # A slightly oblique start shows the cell as a 3D box rather than a flat square;
     # zooming out a little keeps the cell edges and axis labels inside the canvas.
     view.rotate(-18, "x")
@@ -278,12 +408,80 @@ def build_viewer_html(
     view.zoom(0.85)
     # A fixed id (py3Dmol uses the clock) keeps the HTML identical for identical input,
     # so Streamlit does not reload the iframe on reruns that change nothing here.
+    viewer_html = _escape_script(_viewer_script(view, grid is not None)).replace("UNIQUEID", "sen")
+    if details is not None:  # at the end of 3Dmol's script: it runs once the viewers exist
+        head, close, tail = viewer_html.rpartition("</script>")
+        viewer_html = head + _details_script(structure, details, parents, cart, highlight) + close + tail
+    return _page(viewer_html, colourings, name)
+
+
+def _style_atoms(view, colourings: Sequence[AtomColouring], parents: Sequence[int], grid, highlight: int | None):
+    """Spheres in each view's colours (the highlighted atom's copies larger)."""
+    for k, colouring in enumerate(colourings):
+        where = {"viewer": (0, k)} if grid else {}
+        groups: dict[tuple[str, bool], list[int]] = {}
+        for drawn, parent in enumerate(parents):
+            key = (_checked_colour(colouring.colours[parent]), highlight is not None and parent == int(highlight))
+            groups.setdefault(key, []).append(drawn)
+        for (colour, highlighted), indices in groups.items():
+            # Spheres only: distance-based bonds (what 3Dmol would draw) join e.g. Sr-Sr in SrTiO3.
+            style = {"sphere": {"color": colour, "scale": HIGHLIGHT_SCALE if highlighted else ATOM_SCALE}}
+            view.setStyle({"index": indices}, style, **where)
+
+
+def _viewer_script(view, grid: bool) -> str:
     script = view.startjs + view.endjs
     # No antialiasing: without a GPU (software WebGL) it triples the time of every frame.
     assert script.count('{backgroundColor:"white"}') == 1, "py3Dmol changed how it creates viewers"
     script = script.replace('{backgroundColor:"white"}', '{backgroundColor:"white",antialias:false}')
-    viewer_html = _escape_script(script).replace("UNIQUEID", "sen")
-    return _page(viewer_html, colourings, name)
+    if grid:  # the atom details need every viewer of the grid, not only the first
+        first = "viewer_UNIQUEID = viewergrid_UNIQUEID[0][0];"
+        assert script.count(first) == 1, "py3Dmol changed how it creates viewer grids"
+        script = script.replace(first, first + "\nwindow.sen_viewers = viewergrid_UNIQUEID[0];")
+    return script
+
+
+def _json_for_script(data) -> str:
+    """JSON that can sit inside a ``<script>``: ``<``, ``>`` and ``&`` written as ``\\u003c`` and so on."""
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return (
+        text.replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+    )
+
+
+def atom_details_payload(
+    structure: Structure,
+    details: Sequence[SiteDetails],
+    parents: Sequence[int],
+    cart: np.ndarray,
+    highlight: int | None = None,
+) -> dict:
+    """The data the page's hover script gets: per site [label, lines, weights]; per drawn atom its site
+    and the cell it is drawn in (lattice translation from the site in [0, 1)); capsule colours."""
+    frac = np.asarray(structure.lattice.get_fractional_coords(cart)) if len(parents) else np.zeros((0, 3))
+    shifts = np.rint(frac - wrapped_frac_coords(structure)[list(parents)]).astype(int) if len(parents) else frac
+    n_weights = max((len(d.weights) for d in details), default=0)
+    return {
+        "sites": [[str(d.label), [str(t) for t in d.lines], [round(float(w), 4) for w in d.weights]] for d in details],
+        "parents": [int(p) for p in parents],
+        "shifts": [[int(x) for x in s] for s in shifts],
+        "colours": [capsule_colour(k) for k in range(n_weights)],
+        "highlight": -1 if highlight is None else int(highlight),
+        "label": DETAILS_LABEL_STYLE,
+        "hoverMs": HOVER_MS,
+    }
+
+
+def _details_script(structure, details, parents, cart, highlight) -> str:
+    payload = atom_details_payload(structure, details, parents, cart, highlight)
+    if not all(np.isfinite(w) for site in payload["sites"] for w in site[2]):
+        raise ValueError("routing weights must be finite numbers")
+    data = _json_for_script(payload)
+    return f"\n$3Dmolpromise.then(function() {{\nvar atomDetails = {data};\n{_DETAILS_JS}}});\n"
 
 
 def _checked_colour(colour: str) -> str:
@@ -336,10 +534,20 @@ body {{ margin: 0; font: 13px sans-serif; color: #222; }}
 .chip {{ white-space: nowrap; margin-right: 10px; }}
 .sw {{ display: inline-block; width: 11px; height: 11px; border-radius: 50%; margin-right: 4px;
        vertical-align: -1px; border: 1px solid #888; }}
+.vw {{ position: relative; }}
+.ad {{ position: absolute; top: 3px; left: 3px; z-index: 10; max-width: min(300px, 48%); pointer-events: none;
+       background: rgba(255, 255, 255, 0.85); border: 1px solid #aaa; border-radius: 4px; padding: 3px 6px;
+       font-size: 11px; line-height: 1.35; }}
+.adh {{ font-weight: 600; }}
+.adb {{ display: flex; align-items: flex-end; gap: 1px; height: 18px; margin-top: 2px; }}
+.adb span {{ width: 8px; }}
 </style></head>
 <body data-crystal="{html.escape(name, quote=True)}" data-viewer-ready="0">
 <div class="row">{titles}</div>
+<div class="vw">
 {viewer_html}
+<div id="atom-details" class="ad" role="status" aria-live="polite" hidden></div>
+</div>
 <div class="row">{legends}</div>
 <script>
 $3Dmolpromise.then(function() {{ document.body.setAttribute("data-viewer-ready", "1"); }});

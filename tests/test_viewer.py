@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 from streamlit.testing.v1 import AppTest
@@ -14,17 +16,21 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from app import viewer  # noqa: E402
+from app.atom_details import TABLE_KEY, atom_rows, selected_site, site_details  # noqa: E402
 from app.viewer import (  # noqa: E402
     CDN_3DMOL_URL,
     LOCAL_3DMOL_URL,
     AtomColouring,
+    SiteDetails,
     build_viewer_html,
     cell_atoms,
     colour_by_capsule,
     colour_by_element,
     colour_by_orbit,
 )
-from sen.symmetry import analyze_symmetry  # noqa: E402
+from sen.io import read_structure  # noqa: E402
+from sen.predict import DEFAULT_MODEL, MODELS_DIR  # noqa: E402
+from sen.symmetry import analyze_symmetry, unique_orbit_names  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
 SCRIPT = "</script><script>window.__sen_pwned=1;alert(1)</script>"
@@ -159,3 +165,157 @@ def test_labels_go_on_every_drawn_atom_and_thin_out_for_large_supercells():
     assert len(sites) == 27 * 2  # one per label and cell
     page = build_viewer_html(s, [colour_by_element(s)], supercell=(3, 3, 3), atom_labels=names, js_url=LOCAL_3DMOL_URL)
     assert page.count('addLabel("Na site"') == 27 and page.count('addLabel("Cl site"') == 27
+
+
+# ---------------------------------------------------------------------------- atom details
+
+
+EXAMPLES = ROOT / "assets" / "examples"
+
+
+def details_payload(page: str) -> dict:
+    """The per-atom details the page's hover script reads (JSON; <, > and & written as \\u003c ...)."""
+    return json.loads(re.search(r"var atomDetails = (\{.*?\});\n", page).group(1))
+
+
+def fake_explanation(n_atoms: int, n_capsules: int = 8, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    routing = rng.dirichlet(np.ones(n_capsules), size=n_atoms)
+    return {"routing": routing, "dominant_capsule": routing.argmax(1), "networks": [{}, {}, {}]}
+
+
+@pytest.mark.parametrize(
+    ("file", "supercell"), [("lifepo4_olivine.cif", (1, 1, 1)), ("srtio3_perovskite.cif", (2, 1, 1))]
+)
+def test_every_drawn_atom_carries_its_sites_details(file, supercell):
+    s = read_structure(EXAMPLES / file)
+    report = analyze_symmetry(s)
+    explanation = fake_explanation(len(s))
+    details = site_details(s, report, explanation)
+    page = build_viewer_html(s, [colour_by_element(s)], supercell=supercell, js_url=LOCAL_3DMOL_URL, details=details)
+    data = details_payload(page)
+    parents, cart = cell_atoms(s, supercell)
+    assert data["parents"] == parents and len(data["sites"]) == len(s) and data["highlight"] == -1
+    names = unique_orbit_names(report)
+    frac = viewer.wrapped_frac_coords(s)
+    for i, (label, lines, weights) in enumerate(data["sites"]):
+        orbit = report.orbits[int(report.orbit_index[i])]
+        assert label == names[int(report.orbit_index[i])] and label.startswith(orbit.label)
+        assert lines[0] == f"{label} · site {i} of {len(s)}"
+        assert lines[1] == (
+            f"{s[i].specie.symbol} · Wyckoff {orbit.multiplicity}{orbit.wyckoff_letter} · "
+            f"site symmetry {report.site_symmetry_symbols[i]}"
+        )
+        assert lines[2] == "fractional (" + ", ".join(f"{x:.4f}" for x in frac[i]) + ")"
+        xyz = s.lattice.get_cartesian_coords(frac[i])
+        assert lines[3] == "Cartesian (" + ", ".join(f"{x:.3f}" for x in xyz) + ") Å"
+        c = int(explanation["dominant_capsule"][i])
+        assert lines[4].startswith(f"dominant capsule {c} ({explanation['routing'][i, c]:.2f}) (network 1 of 3)")
+        assert weights == pytest.approx(explanation["routing"][i], abs=1e-4)
+    # each drawn copy is its site moved by a whole lattice vector
+    shifted = frac[parents] + np.array(data["shifts"])
+    assert np.allclose(s.lattice.get_cartesian_coords(shifted), cart, atol=1e-6)
+    assert data["colours"] == [viewer.capsule_colour(k) for k in range(8)]
+    if file.startswith("lifepo4"):
+        assert sorted(set(names)) == ["Fe 4c", "Li 4a", "O 4c (1)", "O 4c (2)", "O 8d", "P 4c"]
+        assert data["sites"][0][1][1].startswith("Li · Wyckoff 4a · site symmetry -1")
+    else:  # SrTiO3 in a 2x1x1 supercell: 3 x 2 x 2 Sr drawn, from the one Sr site
+        assert parents.count(0) == 12 and data["sites"][0][0] == "Sr 1a" and data["sites"][2][0] == "O 3c"
+        assert sorted({tuple(x) for x in data["shifts"]})[-1] == (2, 1, 1)
+    assert "setHoverable({}, true, onHover, onUnhover)" in page and "setClickable({}, true, onClick)" in page
+    assert 'data-viewer-ready="0"' in page and page.count("data-viewer-ready") == 2  # the attribute and its script
+
+
+def test_atom_details_without_a_prediction_or_symmetry():
+    s = rocksalt()
+    details = site_details(s, None, None)
+    assert details[0].label == "Na" and details[0].weights == ()
+    assert details[0].lines[1] == "Na · symmetry not known" and details[0].lines[-1] == "routing: needs a prediction"
+    rows = atom_rows(s, analyze_symmetry(s), None)
+    assert rows[1] == {"site": 1, "element": "Na", "orbit": "Na 4a", "site symmetry": "m-3m",
+                       "fractional x, y, z": "0.500, 0.500, 0.000", "dominant capsule": None}  # fmt: skip
+
+
+def test_side_by_side_views_all_get_the_hover_script():
+    s = rocksalt()
+    report = analyze_symmetry(s)
+    orbits = colour_by_orbit(report.orbit_index, unique_orbit_names(report))
+    page = build_viewer_html(s, [orbits, colour_by_element(s)], js_url=LOCAL_3DMOL_URL,
+                             details=site_details(s, report))  # fmt: skip
+    assert page.count("window.sen_viewers = viewergrid_sen[0];") == 1
+    assert "var views = window.sen_viewers || [viewer_sen];" in page
+
+
+def test_hostile_detail_strings_cannot_break_out_of_the_script():
+    s = rocksalt()
+    hostile = [SiteDetails(SCRIPT + "\u2028", (SCRIPT, "<!-- & -->", '"; alert(2); "'), (0.5, 0.5)) for _ in s]
+    page = build_viewer_html(s, [colour_by_element(s)], js_url=LOCAL_3DMOL_URL, details=hostile, highlight=0)
+    assert "<script>window" not in page and "<!--" not in page and "alert(1)</script>" not in page
+    assert page.lower().count("<script") == page.lower().count("</script>") == 2  # 3Dmol (with details), ready
+    data = details_payload(page)
+    assert data["sites"][0] == [SCRIPT + "\u2028", [SCRIPT, "<!-- & -->", '"; alert(2); "'], [0.5, 0.5]]
+    assert "\u2028" not in page  # a line separator is written as \\u2028 too
+    # the highlighted atom's 3D label is a py3Dmol string literal: escaped like the other labels
+    assert page.count('addLabel("\\u003c/script\\u003e\\u003cscript\\u003ewindow') == 8
+    # the page only ever writes the details as text
+    assert "innerHTML" not in page and "insertAdjacentHTML" not in page and "textContent = text" in page
+    with pytest.raises(ValueError):
+        build_viewer_html(s, [colour_by_element(s)], details=[SiteDetails("x", (), (float("nan"),))] * len(s))
+
+
+def test_the_highlighted_atom_is_drawn_larger_in_all_its_copies():
+    s = rocksalt()
+    report = analyze_symmetry(s)
+    details = site_details(s, report)
+    page = build_viewer_html(s, [colour_by_element(s)], js_url=LOCAL_3DMOL_URL, details=details, highlight=0)
+    parents, _ = cell_atoms(s)
+    copies = [d for d, p in enumerate(parents) if p == 0]
+    assert len(copies) == 8
+    big = f'setStyle({{"index": {copies}}},{{"sphere": {{"color": "{viewer.element_colour("Na")}", "scale": 0.55}}}})'
+    assert big in page and page.count('"scale": 0.55') == 1
+    assert page.count('addLabel("Na 4a"') == 8 and details_payload(page)["highlight"] == 0
+    assert 'setAttribute("data-highlighted-site"' in page
+    with pytest.raises(ValueError, match="no atom 8"):
+        build_viewer_html(s, [colour_by_element(s)], details=details, highlight=8)
+    with pytest.raises(ValueError, match="2 site details for 8 atoms"):
+        build_viewer_html(s, [colour_by_element(s)], details=details[:2])
+    # the symmetry-element overlay still finds its place in a page with atom details
+    from sen.symmetry_elements import cell_symmetry_elements
+
+    shapes = viewer.symmetry_element_shapes(cell_symmetry_elements(s))
+    assert "data-symmetry-elements" in viewer.add_symmetry_elements(page, shapes)
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        ({"selection": {"rows": [3], "columns": [], "cells": []}}, 3),
+        ({"selection": {"rows": [], "columns": []}}, None),
+        ({"selection": {"rows": [9]}}, None),  # a row the crystal does not have (it changed)
+        (None, None),
+        ({}, None),
+        ({"selection": {"rows": ["x"]}}, None),
+    ],
+)
+def test_selected_table_row(state, expected):
+    assert selected_site(state, 5) == expected
+
+
+@pytest.mark.skipif(not (MODELS_DIR / DEFAULT_MODEL / "model.pt").is_file(), reason="no shipped weights")
+def test_the_page_has_an_atom_table_whose_selection_highlights_the_atom():
+    at = AppTest.from_file(str(ROOT / "app" / "Home.py"), default_timeout=120)
+    at.run()
+    assert not at.exception
+    table = next(d for d in at.dataframe if "site symmetry" in d.value.columns).value
+    assert list(table["orbit"]) == ["Sr 1a", "Ti 1b", "O 3c", "O 3c", "O 3c"]  # the opening crystal, SrTiO3
+    assert list(table.columns) == ["site", "element", "orbit", "site symmetry", "fractional x, y, z",
+                                   "dominant capsule"]  # fmt: skip
+    page = at.get("iframe")[0].proto.srcdoc
+    data = details_payload(page)
+    assert data["highlight"] == -1 and data["sites"][1][1][1] == "Ti · Wyckoff 1b · site symmetry m-3m"
+    assert list(table["dominant capsule"]) == [int(line[1][4].split()[2]) for line in data["sites"]]
+    at.session_state[TABLE_KEY] = {"selection": {"rows": [1], "columns": [], "cells": []}}
+    at.run()
+    assert not at.exception
+    page = at.get("iframe")[0].proto.srcdoc
+    assert details_payload(page)["highlight"] == 1 and page.count('"scale": 0.55') == 1
