@@ -7,11 +7,13 @@ Screenshots go to test-artifacts/.
 
 from __future__ import annotations
 
+import csv
 import io
 import os
 import re
 import sys
 import time
+import zipfile
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -284,3 +286,53 @@ def test_the_standardised_cell_is_written_when_downloaded(page, app_url):
     cell = read_structure(text, filename="standard.cif")
     assert download.value.suggested_filename.endswith("_conventional_standard.cif")
     assert "_symmetry_space_group_name_H-M" in text and len(cell) >= 1
+
+
+# ----------------------------------------------------------------------------- a .zip upload
+
+EXAMPLES = ROOT / "assets" / "examples"
+THREE = ["nacl_rocksalt.cif", "tio2_rutile.cif", "cu_fcc.cif"]
+
+
+def three_crystals_zip() -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name in THREE:
+            zf.writestr(f"examples/{name}", (EXAMPLES / name).read_bytes())
+    return out.getvalue()
+
+
+def test_a_zip_upload_gives_the_table_and_a_csv_of_its_rows(chromium, app_url, tmp_path):
+    from sen import Predictor, read_structure
+
+    context = chromium.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page = context.new_page()
+    try:
+        gallery = load_gallery()
+        opening = gallery[default_index(gallery)]
+        page.goto(app_url)
+        wait_for_complete_page(page, opening.name, digest_of(opening.path), timeout_ms=120_000)
+        page.locator('[data-testid="stSidebar"] input[type="file"]').set_input_files(
+            files=[{"name": "three.zip", "mimeType": "application/zip", "buffer": three_crystals_zip()}]
+        )
+        page.get_by_text("Predictions for the 3 files in three.zip").wait_for(timeout=120_000)
+        page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=60_000)
+        page.get_by_text("3 of 3 files predicted").wait_for(timeout=60_000)
+        button = page.locator('[data-testid="stDownloadButton"] button', has_text="All predictions (CSV)")
+        with page.expect_download(timeout=60_000) as download:
+            button.click()
+        path = tmp_path / download.value.suggested_filename
+        download.value.save_as(path)
+        assert path.name == "sen_predictions.csv"
+        rows = list(csv.DictReader(io.StringIO(path.read_text())))
+    finally:
+        context.close()
+    assert [r["id"] for r in rows] == [f"examples/{name}" for name in THREE]
+    assert [r["source"] for r in rows] == ["three.zip"] * 3
+    assert [r["formula"] for r in rows] == ["NaCl", "TiO2", "Cu"]
+    assert [r["space_group"] for r in rows] == ["Fm-3m", "P4_2/mnm", "Fm-3m"]
+    assert [r["error"] for r in rows] == ["", "", ""]
+    expected = Predictor.load().predict([read_structure(EXAMPLES / name) for name in THREE])
+    for column, key in [("band_gap_eV", "band_gap"), ("formation_energy_eV_per_atom", "formation_energy_per_atom")]:
+        assert [float(r[column]) for r in rows] == pytest.approx([e[key] for e in expected], abs=1e-6), column
+    assert [r["is_metal"] for r in rows] == [str(e["is_metal"]) for e in expected]
