@@ -22,7 +22,6 @@ Link format (every value is validated and bounded; a bad one gives one warning l
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -65,8 +64,6 @@ from sen.teaching import (
     check_element,
     compare_symmetry,
 )
-
-log = logging.getLogger("sen_app")
 
 #: ``colour=`` values and the sidebar's colour modes.
 COLOUR_NAMES = dict(zip(("element", "orbit", "capsule", "both"), viewer.COLOUR_MODES, strict=True))

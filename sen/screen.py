@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import csv
 import fcntl
+import functools
 import gzip
 import hashlib
 import json
@@ -442,8 +443,16 @@ def model_version(predictor) -> str:
     """``sha256:`` and the first 12 hex digits of the weights file (``untrained`` without one)."""
     if predictor.path is None:
         return "untrained"
+    stat = os.stat(predictor.path)
+    return _weights_digest(str(predictor.path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _weights_digest(path: str, size: int, mtime_ns: int) -> str:
+    """The digest of a weights file, read once per version of it (the app builds a Runner per batch chunk)."""
+    del size, mtime_ns  # part of the cache key: a rewritten file is read again
     h = hashlib.sha256()
-    with open(predictor.path, "rb") as fh:
+    with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return "sha256:" + h.hexdigest()[:12]
