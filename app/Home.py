@@ -65,10 +65,11 @@ picked = choice.material_id if choice is not None else None  # a known crystal (
 settings = with_library_pick(settings, crystal_file(library, picked) if picked else None)
 opened = picked if settings.crystal is not None and settings.crystal.origin == "library" else None
 
-if len(settings.batch) > 1:
-    several_files(settings.batch, predictor)
-if choice is not None and choice.filters:
-    results_table(library, choice.filters)
+with st.container():  # always one element here, so that what follows keeps its place
+    if len(settings.batch) > 1:
+        several_files(settings.batch, predictor)
+    if choice is not None and choice.filters:
+        results_table(library, choice.filters)
 
 loaded = load_structure(settings)
 edited = None
@@ -76,11 +77,14 @@ if loaded is not None:
     # the sidebar's "Teach symmetry" controls may distort or substitute the crystal: the page shows the result
     edited = teaching_panel.teaching_controls(*loaded, predictor, settings.symprec, settings.angle_tolerance)
     crystal, structure = edited.crystal, edited.structure
-    header(crystal, structure)
-    explanation = prediction(crystal, structure, predictor, model_error)
-    if opened and not edited.changed:  # DFT beside the prediction, and whether the model trained on it
-        prediction_cards(library, opened)
-    teaching_panel.symmetry_change(edited)
+    # One container above the 3D view, whatever it holds: the view keeps its place on the page from one
+    # rerun to the next, so it is redrawn in place rather than rebuilt (app/viewer.py)
+    with st.container():
+        header(crystal, structure)
+        explanation = prediction(crystal, structure, predictor, model_error)
+        if opened and not edited.changed:  # DFT beside the prediction, and whether the model trained on it
+            prediction_cards(library, opened)
+        teaching_panel.symmetry_change(edited)
     show_elements = teaching_panel.symmetry_elements_toggle()
 
     if settings.colour_mode == viewer.SIDE_BY_SIDE:  # two 3D views need the full width

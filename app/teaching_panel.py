@@ -551,14 +551,14 @@ def _elements_cached(digest: str, symprec: float, angle_tolerance: float, _struc
 
 
 def with_symmetry_elements(
-    page: str,
+    scene: dict,
     crystal: CrystalFile,
     structure: Structure,
     symprec: float = DEFAULT_SYMPREC,
     angle_tolerance: float = DEFAULT_ANGLE_TOLERANCE,
     supercell: Sequence[int] = (1, 1, 1),
-) -> tuple[str, str]:
-    """The viewer page with the crystal's symmetry elements drawn in, and a caption saying what is drawn."""
+) -> tuple[dict, str]:
+    """The view's scene with the crystal's symmetry elements drawn in, and a caption saying what is drawn."""
     elements = _elements_cached(crystal.digest, float(symprec), float(angle_tolerance), structure)
     shapes = viewer.symmetry_element_shapes(elements, supercell=supercell)
     counts = elements.counts()
@@ -571,7 +571,7 @@ def with_symmetry_elements(
     )
     if shapes.left_out:
         caption += f" {shapes.left_out} groups of elements (two-fold axes first) are not drawn, to keep the view clear."
-    return viewer.add_symmetry_elements(page, shapes), caption
+    return viewer.add_symmetry_elements(scene, shapes), caption
 
 
 @panel("3D view with symmetry elements")
@@ -588,12 +588,12 @@ def elements_view(crystal: CrystalFile, structure: Structure, settings, show_ele
         if len(structure) * math.prod(settings.supercell) <= viewer.MAX_VIEW_ATOMS // 2
         else (1, 1, 1)
     )
-    page = viewer.build_viewer_html(structure, [colouring], supercell=supercell, height=height, name=crystal.title)
+    scene = viewer.build_viewer_scene(structure, [colouring], supercell=supercell, height=height, name=crystal.title)
     caption = ""
     if show_elements:
-        page, caption = with_symmetry_elements(page, crystal, structure, settings.symprec, settings.angle_tolerance,
-                                               supercell)  # fmt: skip
-    viewer.render_viewer(page, viewer.viewer_height(height, 2))
+        scene, caption = with_symmetry_elements(scene, crystal, structure, settings.symprec, settings.angle_tolerance,
+                                                supercell)  # fmt: skip
+    viewer.render_viewer(scene, viewer.viewer_height(height, 2), key="elements_view")
     if caption:
         st.caption(literal(caption))
 

@@ -44,7 +44,7 @@ def structure_view(
         names = unique_orbit_names(report)
         labels = [names[int(k)] for k in report.orbit_index]
     highlight = atom_details.selected_site(st.session_state.get(atom_details.TABLE_KEY), len(structure))
-    page = viewer.build_viewer_html(
+    scene = viewer.build_viewer_scene(
         structure,
         colourings,
         supercell=supercell,
@@ -53,16 +53,18 @@ def structure_view(
         name=crystal.title,
         details=atom_details.site_details(structure, report, explanation),
         highlight=highlight,
+        # the view keeps the user's rotation while the same crystal is distorted, recoloured or re-picked
+        camera=f"{crystal.title.removesuffix(', changed')}|{supercell}|{len(structure)}",
     )
     elements_caption = ""
     if show_elements:
         from app.teaching_panel import with_symmetry_elements
 
-        page, elements_caption = with_symmetry_elements(
-            page, crystal, structure, settings.symprec, settings.angle_tolerance, supercell
+        scene, elements_caption = with_symmetry_elements(
+            scene, crystal, structure, settings.symprec, settings.angle_tolerance, supercell
         )
     legend_rows = max(1, max(len(c.legend) for c in colourings) // 6 + 1) + (1 if show_elements else 0)
-    viewer.render_viewer(page, viewer.viewer_height(CANVAS_HEIGHT, legend_rows))
+    viewer.render_viewer(scene, viewer.viewer_height(CANVAS_HEIGHT, legend_rows))
     if elements_caption:
         st.caption(literal(elements_caption))
     caption = (

@@ -1,26 +1,25 @@
-"""The interactive 3D crystal view: py3Dmol HTML served with the local 3Dmol.js.
+"""The interactive 3D crystal view: a scene built here, drawn by 3Dmol.js (served locally) in a view
+that stays on the page.
 
-The viewer never sees the uploaded file's text. It gets an XYZ block written here from
-pymatgen's Cartesian coordinates (Å) and element symbols, colours from fixed palettes and
-labels built from element symbols and Wyckoff letters. Every string literal in the
-generated script is JSON with ``<``, ``>`` and ``&`` written as ``\\u003c`` and so on, and
-the final HTML is checked for script break-outs (it fails closed), so a CIF containing
-``</script>`` cannot run anything.
+:func:`build_viewer_scene` turns a structure into plain JSON data: an XYZ block written here from
+pymatgen's Cartesian coordinates (Å) and element symbols, colours from fixed palettes (checked to be
+``#rrggbb``), labels built from element symbols and Wyckoff letters, the cell, and the atom details.
+The view (app/viewer_component/: one HTML page and its script, a Streamlit component) draws it; it
+never sees the uploaded file's text, and it only ever sets strings as ``textContent`` or as 3Dmol
+label text, so a CIF containing ``</script>`` cannot run anything. Streamlit hands each new scene to
+the same view, which redraws it in place: no new document, no new WebGL context, and the user's
+rotation and zoom are kept while the same crystal is changed (a distortion, a colouring, a table pick).
 
 Hovering or clicking a drawn atom (3Dmol's ``setHoverable`` / ``setClickable``) shows the details of
 its unit-cell site (:class:`SiteDetails`, built in Python by app/atom_details.py) in a box over the
-view; supercell and boundary copies map to their site. The details reach the page as one JSON object
-escaped the same way, and the page's script only ever sets them as ``textContent``.
+view; supercell and boundary copies map to their site.
 
-Streamlit is phasing out ``st.components.v1.html``; :func:`render_viewer` is the one place
-that decides how the HTML reaches the page.
+:func:`render_viewer` is the one place that decides how the scene reaches the page.
 """
 
 from __future__ import annotations
 
-import html
 import itertools
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,14 +28,15 @@ from pathlib import Path
 
 import numpy as np
 import plotly.express as px
-import py3Dmol
 from monty.serialization import loadfn
 from pymatgen.core import Structure
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+COMPONENT_DIR = Path(__file__).resolve().parent / "viewer_component"  # the view's page and script
 LOCAL_3DMOL_FILE = STATIC_DIR / "3Dmol-min.js"
 LOCAL_3DMOL_URL = "/app/static/3Dmol-min.js"  # Streamlit static serving (.streamlit/config.toml)
-CDN_3DMOL_URL = f"https://cdn.jsdelivr.net/npm/3dmol@{py3Dmol.__version__}/build/3Dmol-min.js"
+THREEDMOL_VERSION = "2.5.5"  # the npm package in package.json (a test keeps them the same)
+CDN_3DMOL_URL = f"https://cdn.jsdelivr.net/npm/3dmol@{THREEDMOL_VERSION}/build/3Dmol-min.js"
 
 #: Colour modes of the 3D view (the keys are what the app's radio shows).
 SIDE_BY_SIDE = "Orbit | capsule side by side"
@@ -69,103 +69,6 @@ DETAILS_LABEL_STYLE = {**HIGHLIGHT_LABEL_STYLE, "borderColor": "#444444", "borde
 HOVER_MS = 150  # how long the mouse rests on an atom before its details show (3Dmol's default: 500)
 BOUNDARY_TOLERANCE = 1e-3  # fractional; atoms this close to a cell face are also drawn on the opposite face
 _HEX_COLOUR = re.compile(r"^#[0-9A-Fa-f]{6}$")
-_JS_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"')
-
-#: The hover/click script of the atom details (see _details_script). It only reads the JSON ``atomDetails``
-#: and writes text with ``textContent``: no per-atom string ever becomes HTML or code.
-_DETAILS_JS = """var d = atomDetails;
-var views = window.sen_viewers || [viewer_sen];
-var box = document.getElementById("atom-details");
-var hoverLabel = null, pin = null, pinLabel = null;
-function fixed(v, n) { return v.map(function(x) { return x.toFixed(n); }).join(", "); }
-function addLine(text, cls) {
-  var e = document.createElement("div");
-  if (cls) e.className = cls;
-  e.textContent = text;
-  box.appendChild(e);
-  return e;
-}
-function show(drawn, atom) {
-  var site = d.parents[drawn], s = d.sites[site], sh = d.shifts[drawn];
-  box.textContent = "";
-  s[1].forEach(function(t, i) { addLine(t, i === 0 ? "adh" : ""); });
-  if (sh[0] || sh[1] || sh[2]) {
-    addLine("this copy: cell +[" + sh.join(" ") + "] at (" + fixed([atom.x, atom.y, atom.z], 3) + ") \\u00c5");
-  }
-  if (s[2].length) {
-    var bars = addLine("", "adb");
-    s[2].forEach(function(w, k) {
-      var b = document.createElement("span");
-      b.style.height = Math.max(1, Math.round(18 * w)) + "px";
-      b.style.background = d.colours[k];
-      b.title = "capsule " + k + ": " + w.toFixed(3);
-      bars.appendChild(b);
-    });
-  }
-  box.hidden = false;
-  document.body.setAttribute("data-atom-site", String(site));
-  document.body.setAttribute("data-atom-drawn", String(drawn));
-}
-function hide() {
-  box.hidden = true;
-  box.textContent = "";
-  document.body.removeAttribute("data-atom-site");
-  document.body.removeAttribute("data-atom-drawn");
-}
-function label(viewer, atom) {
-  var spec = Object.assign({}, d.label, {position: {x: atom.x, y: atom.y, z: atom.z}});
-  return [viewer, viewer.addLabel(d.sites[d.parents[atom.index]][0], spec)];
-}
-function unlabel(l) { if (l) l[0].removeLabel(l[1]); return null; }
-function onHover(atom, viewer) {
-  hoverLabel = unlabel(hoverLabel);
-  if (!pin || pin.index !== atom.index) hoverLabel = label(viewer, atom);
-  show(atom.index, atom);
-  document.body.setAttribute("data-atom-event", "hover");
-  viewer.render();
-}
-function onUnhover(atom, viewer) {
-  hoverLabel = unlabel(hoverLabel);
-  if (pin) show(pin.index, pin); else hide();
-  viewer.render();
-}
-function onClick(atom, viewer) {
-  hoverLabel = unlabel(hoverLabel);
-  pinLabel = unlabel(pinLabel);
-  if (pin && pin.index === atom.index) {
-    pin = null;
-    hide();
-    document.body.removeAttribute("data-atom-pinned");
-  } else {
-    pin = {index: atom.index, x: atom.x, y: atom.y, z: atom.z};
-    pinLabel = label(viewer, atom);
-    show(atom.index, atom);
-    document.body.setAttribute("data-atom-pinned", String(d.parents[atom.index]));
-    document.body.setAttribute("data-atom-event", "click");
-  }
-  viewer.render();
-}
-// leaving the canvas ends the hover too (3Dmol only notices on a mouse move over the canvas)
-views[0].getCanvas().addEventListener("mouseleave", function() {
-  views.forEach(function(v) { v.current_hover = null; });
-  hoverLabel = unlabel(hoverLabel);
-  if (pin) show(pin.index, pin); else hide();
-});
-views.forEach(function(v) {
-  v.setHoverDuration(d.hoverMs);
-  v.setHoverable({}, true, onHover, onUnhover);
-  v.setClickable({}, true, onClick);
-  v.render();
-});
-if (d.highlight >= 0) {
-  var first = d.parents.indexOf(d.highlight);
-  var a = views[0].getModel().selectedAtoms({index: first})[0];
-  pin = {index: first, x: a.x, y: a.y, z: a.z};
-  show(first, pin);
-  document.body.setAttribute("data-highlighted-site", String(d.highlight));
-}
-document.body.setAttribute("data-atom-details", String(d.sites.length));
-"""
 
 
 @dataclass(frozen=True)
@@ -334,10 +237,10 @@ def _cell_edges(matrix: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     ]
 
 
-# ---------------------------------------------------------------------------- HTML
+# ---------------------------------------------------------------------------- the scene
 
 
-def build_viewer_html(
+def build_viewer_scene(
     structure: Structure,
     colourings: Sequence[AtomColouring],
     *,
@@ -348,8 +251,9 @@ def build_viewer_html(
     name: str = "",
     details: Sequence[SiteDetails] | None = None,
     highlight: int | None = None,
-) -> str:
-    """A self-contained HTML page with one linked 3D view per colouring, and their legends.
+    camera: str | None = None,
+) -> dict:
+    """What the 3D view draws, as plain JSON data: one linked 3D view per colouring, and their legends.
 
     Args:
         structure: the crystal (unit cell) to draw.
@@ -359,11 +263,59 @@ def build_viewer_html(
             drawn copy of the atom (see :func:`label_sites`).
         height: height of the 3D canvas in pixels (the legend adds a little).
         js_url: where 3Dmol.js is loaded from (default: the local copy, else the CDN).
-        name: the crystal's name, written (escaped) into a data attribute for tests.
+        name: the crystal's name (the page sets it as the view's ``data-crystal``, for tests).
         details: one :class:`SiteDetails` per unit-cell atom: hovering a drawn atom (any supercell or
             boundary copy) shows its site's details in a box over the view, clicking pins them.
         highlight: a unit-cell atom drawn larger and labelled in all its copies, with its details pinned.
+        camera: scenes with the same camera key keep the user's rotation and zoom from one to the next
+            (default: the name, supercell and number of atoms).
     """
+    _check_scene_inputs(structure, colourings, details, highlight)
+    reps = tuple(min(3, max(1, int(n))) for n in supercell)
+    parents, cart = cell_atoms(structure, reps)
+    if len(parents) > MAX_VIEW_ATOMS:
+        raise ValueError(
+            f"{len(parents)} atoms are too many to draw; use a smaller supercell (at most {MAX_VIEW_ATOMS})"
+        )
+    if not np.all(np.isfinite(cart)):
+        raise ValueError("atom positions must be finite numbers")
+    matrix = structure.lattice.matrix
+    labels = label_sites(structure, parents, cart, reps, atom_labels) if atom_labels is not None else []
+    payload = None
+    if details is not None:
+        payload = atom_details_payload(structure, details, parents, cart, highlight)
+        if not all(np.isfinite(w) for site in payload["sites"] for w in site[2]):
+            raise ValueError("routing weights must be finite numbers")
+    return {
+        "name": str(name),
+        "js": js_url or script_url(),
+        "height": int(height),
+        "camera": str(camera if camera is not None else f"{name}|{reps}|{len(structure)}"),
+        "xyz": _xyz_block(structure, parents, cart),
+        "views": [
+            {
+                "title": str(c.title),
+                "styles": _styles(c, parents, highlight),
+                "legend": [[str(label), _checked_colour(colour)] for label, colour in c.legend],
+            }
+            for c in colourings
+        ],
+        "cell": [[_point(a), _point(b)] for a, b in _cell_edges(matrix)],
+        "axes": [[axis, _point(1.08 * vector)] for axis, vector in zip("abc", matrix, strict=True)],
+        "labels": [[str(text), _point(position)] for text, position in labels],
+        "labelStyle": LABEL_STYLE,
+        "highlightLabels": _highlight_labels(structure, details, highlight, parents, cart),
+        "highlightStyle": HIGHLIGHT_LABEL_STYLE,
+        "details": payload,
+        "elements": None,
+        # A slightly oblique start shows the cell as a 3D box rather than a flat square;
+        # zooming out a little keeps the cell edges and axis labels inside the canvas.
+        "rotate": [[-18, "x"], [28, "y"]],
+        "zoom": 0.85,
+    }
+
+
+def _check_scene_inputs(structure: Structure, colourings, details, highlight) -> None:
     if not colourings:
         raise ValueError("need at least one colouring")
     for colouring in colourings:
@@ -373,84 +325,25 @@ def build_viewer_html(
         raise ValueError(f"{len(details)} site details for {len(structure)} atoms")
     if highlight is not None and not 0 <= int(highlight) < len(structure):
         raise ValueError(f"no atom {highlight} to highlight")
-    reps = tuple(min(3, max(1, int(n))) for n in supercell)
-    parents, cart = cell_atoms(structure, reps)
-    if len(parents) > MAX_VIEW_ATOMS:
-        raise ValueError(
-            f"{len(parents)} atoms are too many to draw; use a smaller supercell (at most {MAX_VIEW_ATOMS})"
-        )
-    n_views = len(colourings)
-    grid = (1, n_views) if n_views > 1 else None
-    view = py3Dmol.view(
-        width="100%", height=f"{int(height)}px", viewergrid=grid, linked=True, js=js_url or script_url()
-    )
-    view.addModel(_xyz_block(structure, parents, cart), "xyz")
-    _style_atoms(view, colourings, parents, grid, highlight)
-    matrix = structure.lattice.matrix
-    for start, end in _cell_edges(matrix):
-        view.addCylinder(
-            {"start": _point(start), "end": _point(end), "radius": 0.04, "color": "#555555", "fromCap": 1, "toCap": 1}
-        )
-    for axis, vector in zip("abc", matrix, strict=True):
-        view.addLabel(axis, {"position": _point(1.08 * vector), "fontColor": "black", "backgroundOpacity": 0.0})
-    if atom_labels is not None:
-        for text, position in label_sites(structure, parents, cart, reps, atom_labels):
-            view.addLabel(text, {**LABEL_STYLE, "position": _point(position)})
-    if highlight is not None:
-        text = details[int(highlight)].label if details is not None else structure[int(highlight)].specie.symbol
-        for drawn in [d for d, p in enumerate(parents) if p == int(highlight)][:MAX_HIGHLIGHT_LABELS]:
-            view.addLabel(str(text), {**HIGHLIGHT_LABEL_STYLE, "position": _point(cart[drawn])})
-    # A slightly oblique start shows the cell as a 3D box rather than a flat square;
-    # zooming out a little keeps the cell edges and axis labels inside the canvas.
-    view.rotate(-18, "x")
-    view.rotate(28, "y")
-    view.zoomTo()
-    view.zoom(0.85)
-    # A fixed id (py3Dmol uses the clock) keeps the HTML identical for identical input,
-    # so Streamlit does not reload the iframe on reruns that change nothing here.
-    viewer_html = _escape_script(_viewer_script(view, grid is not None)).replace("UNIQUEID", "sen")
-    if details is not None:  # at the end of 3Dmol's script: it runs once the viewers exist
-        head, close, tail = viewer_html.rpartition("</script>")
-        viewer_html = head + _details_script(structure, details, parents, cart, highlight) + close + tail
-    return _page(viewer_html, colourings, name)
 
 
-def _style_atoms(view, colourings: Sequence[AtomColouring], parents: Sequence[int], grid, highlight: int | None):
-    """Spheres in each view's colours (the highlighted atom's copies larger)."""
-    for k, colouring in enumerate(colourings):
-        where = {"viewer": (0, k)} if grid else {}
-        groups: dict[tuple[str, bool], list[int]] = {}
-        for drawn, parent in enumerate(parents):
-            key = (_checked_colour(colouring.colours[parent]), highlight is not None and parent == int(highlight))
-            groups.setdefault(key, []).append(drawn)
-        for (colour, highlighted), indices in groups.items():
-            # Spheres only: distance-based bonds (what 3Dmol would draw) join e.g. Sr-Sr in SrTiO3.
-            style = {"sphere": {"color": colour, "scale": HIGHLIGHT_SCALE if highlighted else ATOM_SCALE}}
-            view.setStyle({"index": indices}, style, **where)
+def _highlight_labels(structure: Structure, details, highlight: int | None, parents, cart) -> list:
+    """[text, position] of the labels on the copies of the highlighted atom (at most MAX_HIGHLIGHT_LABELS)."""
+    if highlight is None:
+        return []
+    text = details[int(highlight)].label if details is not None else structure[int(highlight)].specie.symbol
+    drawn = [d for d, p in enumerate(parents) if p == int(highlight)][:MAX_HIGHLIGHT_LABELS]
+    return [[str(text), _point(cart[d])] for d in drawn]
 
 
-def _viewer_script(view, grid: bool) -> str:
-    script = view.startjs + view.endjs
-    # No antialiasing: without a GPU (software WebGL) it triples the time of every frame.
-    assert script.count('{backgroundColor:"white"}') == 1, "py3Dmol changed how it creates viewers"
-    script = script.replace('{backgroundColor:"white"}', '{backgroundColor:"white",antialias:false}')
-    if grid:  # the atom details need every viewer of the grid, not only the first
-        first = "viewer_UNIQUEID = viewergrid_UNIQUEID[0][0];"
-        assert script.count(first) == 1, "py3Dmol changed how it creates viewer grids"
-        script = script.replace(first, first + "\nwindow.sen_viewers = viewergrid_UNIQUEID[0];")
-    return script
-
-
-def _json_for_script(data) -> str:
-    """JSON that can sit inside a ``<script>``: ``<``, ``>`` and ``&`` written as ``\\u003c`` and so on."""
-    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return (
-        text.replace("<", "\\u003c")
-        .replace(">", "\\u003e")
-        .replace("&", "\\u0026")
-        .replace("\u2028", "\\u2028")
-        .replace("\u2029", "\\u2029")
-    )
+def _styles(colouring: AtomColouring, parents: Sequence[int], highlight: int | None) -> list:
+    """[drawn atom indices, colour, sphere scale] per group (the highlighted atom's copies larger).
+    Spheres only: distance-based bonds (what 3Dmol would draw) join e.g. Sr-Sr in SrTiO3."""
+    groups: dict[tuple[str, bool], list[int]] = {}
+    for drawn, parent in enumerate(parents):
+        key = (_checked_colour(colouring.colours[parent]), highlight is not None and parent == int(highlight))
+        groups.setdefault(key, []).append(drawn)
+    return [[indices, colour, HIGHLIGHT_SCALE if big else ATOM_SCALE] for (colour, big), indices in groups.items()]
 
 
 def atom_details_payload(
@@ -460,7 +353,7 @@ def atom_details_payload(
     cart: np.ndarray,
     highlight: int | None = None,
 ) -> dict:
-    """The data the page's hover script gets: per site [label, lines, weights]; per drawn atom its site
+    """The data the view's hover script gets: per site [label, lines, weights]; per drawn atom its site
     and the cell it is drawn in (lattice translation from the site in [0, 1)); capsule colours."""
     frac = np.asarray(structure.lattice.get_fractional_coords(cart)) if len(parents) else np.zeros((0, 3))
     shifts = np.rint(frac - wrapped_frac_coords(structure)[list(parents)]).astype(int) if len(parents) else frac
@@ -476,108 +369,32 @@ def atom_details_payload(
     }
 
 
-def _details_script(structure, details, parents, cart, highlight) -> str:
-    payload = atom_details_payload(structure, details, parents, cart, highlight)
-    if not all(np.isfinite(w) for site in payload["sites"] for w in site[2]):
-        raise ValueError("routing weights must be finite numbers")
-    data = _json_for_script(payload)
-    return f"\n$3Dmolpromise.then(function() {{\nvar atomDetails = {data};\n{_DETAILS_JS}}});\n"
-
-
 def _checked_colour(colour: str) -> str:
     if not _HEX_COLOUR.match(colour):
         raise ValueError(f"not a #rrggbb colour: {colour!r}")
     return colour
 
 
-def _escape_script(fragment: str) -> str:
-    """Escape ``<``, ``>`` and ``&`` inside every JS string literal of the ``<script>`` part."""
-    head, sep, body = fragment.partition("<script>")
-    body, close, tail = body.rpartition("</script>")
-
-    def escape(match: re.Match[str]) -> str:
-        return match.group(0).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-
-    body = _JS_STRING.sub(escape, body)
-    return head + sep + body + close + tail
-
-
-def _assert_no_breakout(page: str) -> None:
-    """Fail closed if anything could end a ``<script>`` element early."""
-    for script in re.findall(r"<script>(.*?)</script>", page, flags=re.S | re.I):
-        lowered = script.lower()
-        if "</script" in lowered or "<!--" in lowered or "<script" in lowered:
-            raise ValueError("refusing to build a viewer page whose script could be broken out of")
-    if page.lower().count("<script") != page.lower().count("</script>"):
-        raise ValueError("refusing to build a viewer page with unbalanced script tags")
-
-
-def _page(viewer_html: str, colourings: Sequence[AtomColouring], name: str) -> str:
-    titles = "".join(f'<div class="t">{html.escape(c.title)}</div>' for c in colourings) if len(colourings) > 1 else ""
-    legends = "".join(
-        '<div class="lg">'
-        + "".join(
-            f'<span class="chip"><span class="sw" style="background:{_checked_colour(colour)}"></span>'
-            f"{html.escape(str(label))}</span>"
-            for label, colour in c.legend
-        )
-        + "</div>"
-        for c in colourings
-    )
-    page = f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><style>
-body {{ margin: 0; font: 13px sans-serif; color: #222; }}
-.row {{ display: flex; gap: 4px; }}
-.row > div {{ flex: 1; }}
-.t {{ text-align: center; font-weight: 600; padding: 2px; }}
-.lg {{ padding: 4px 2px; line-height: 1.9; max-height: 64px; overflow-y: auto; }}
-.chip {{ white-space: nowrap; margin-right: 10px; }}
-.sw {{ display: inline-block; width: 11px; height: 11px; border-radius: 50%; margin-right: 4px;
-       vertical-align: -1px; border: 1px solid #888; }}
-.vw {{ position: relative; }}
-.ad {{ position: absolute; top: 3px; left: 3px; z-index: 10; max-width: min(300px, 48%); pointer-events: none;
-       background: rgba(255, 255, 255, 0.85); border: 1px solid #aaa; border-radius: 4px; padding: 3px 6px;
-       font-size: 11px; line-height: 1.35; }}
-.adh {{ font-weight: 600; }}
-.adb {{ display: flex; align-items: flex-end; gap: 1px; height: 18px; margin-top: 2px; }}
-.adb span {{ width: 8px; }}
-</style></head>
-<body data-crystal="{html.escape(name, quote=True)}" data-viewer-ready="0">
-<div class="row">{titles}</div>
-<div class="vw">
-{viewer_html}
-<div id="atom-details" class="ad" role="status" aria-live="polite" hidden></div>
-</div>
-<div class="row">{legends}</div>
-<script>
-$3Dmolpromise.then(function() {{ document.body.setAttribute("data-viewer-ready", "1"); }});
-</script>
-</body></html>
-"""
-    _assert_no_breakout(page)
-    return page
-
-
 def viewer_height(canvas_height: int, n_legend_rows: int = 1) -> int:
-    """Iframe height (px) that fits a canvas of ``canvas_height`` plus titles and legend."""
+    """Height (px) of the view that fits a canvas of ``canvas_height`` plus titles and legend (the view
+    then sets its own height to what it drew)."""
     return int(canvas_height) + 30 + 34 * max(1, min(2, n_legend_rows))
 
 
-def render_viewer(page: str, height: int) -> None:
-    """Show a viewer page in the Streamlit app (the only place that touches the iframe API).
+@lru_cache(maxsize=1)
+def _component():
+    import streamlit.components.v1 as components
 
-    Uses ``st.iframe`` (Streamlit 1.50+), which embeds an HTML string as ``srcdoc``; older
-    Streamlit falls back to ``st.components.v1.html``.
+    return components.declare_component("crystal_view", path=str(COMPONENT_DIR))
+
+
+def render_viewer(scene: dict, height: int, key: str = "crystal_view") -> None:
+    """Show a scene in the Streamlit app: the view (app/viewer_component/) stays on the page from one
+    rerun to the next, so a new scene is redrawn in place (no new document or WebGL context).
+
+    ``key`` names the view; two views on one page need two keys.
     """
-    import streamlit as st
-
-    iframe = getattr(st, "iframe", None)
-    if iframe is not None:
-        iframe(page, height=int(height), alt="Interactive 3D view of the crystal")
-    else:  # pragma: no cover - Streamlit before st.iframe
-        import streamlit.components.v1 as components
-
-        components.html(page, height=int(height))
+    _component()(scene=scene, height=int(height), key=key, default=None)
 
 
 # ---------------------------------------------------------------------------- symmetry elements
@@ -685,16 +502,13 @@ def _numbers(v) -> list[float]:
     return values
 
 
-def add_symmetry_elements(page: str, shapes: ElementShapes, opacity: float = 0.35) -> str:
-    """``page`` (from :func:`build_viewer_html`) with the symmetry-element shapes drawn into its (first)
-    3D view and their legend added. Only numbers and checked ``#rrggbb`` colours reach the script; the
-    labels are fixed texts, HTML-escaped; the page is checked for script break-outs again."""
-    import json
-
+def add_symmetry_elements(scene: dict, shapes: ElementShapes, opacity: float = 0.35) -> dict:
+    """``scene`` (from :func:`build_viewer_scene`) with the symmetry-element shapes drawn into its (first)
+    3D view and their legend: only numbers and checked ``#rrggbb`` colours, and fixed label texts."""
     colours = sorted({_checked_colour(c) for c in [*(s[3] for s in shapes.cylinders), *(p[1] for p in shapes.planes),
                                                    *(s[2] for s in shapes.spheres)]})  # fmt: skip
     index = {c: i for i, c in enumerate(colours)}
-    data = {
+    elements = {
         "colours": colours,
         "c": [
             [*_numbers(a), *_numbers(b), round(float(r), 4), index[c], bool(d)] for a, b, r, c, d in shapes.cylinders
@@ -702,42 +516,7 @@ def add_symmetry_elements(page: str, shapes: ElementShapes, opacity: float = 0.3
         "p": [[[_numbers(v) for v in corners], index[c]] for corners, c in shapes.planes],
         "s": [[*_numbers(p), round(float(r), 4), index[c]] for p, r, c in shapes.spheres],
         "opacity": round(min(1.0, max(0.0, float(opacity))), 3),
+        "legend": [[str(label), _checked_colour(colour)] for label, colour in shapes.legend],
+        "n": int(shapes.n_shapes),
     }
-    payload = (
-        json.dumps(data, separators=(",", ":")).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-    )
-    script = (
-        "<script>\n$3Dmolpromise.then(function() {\n"
-        f"var d = {payload};\n"
-        "var v = viewer_sen;\n"
-        "function p(a, i) { return {x: a[i], y: a[i + 1], z: a[i + 2]}; }\n"
-        "d.c.forEach(function(c) { v.addCylinder({start: p(c, 0), end: p(c, 3), radius: c[6], "
-        "color: d.colours[c[7]], dashed: c[8], dashLength: 0.25, gapLength: 0.15, fromCap: 1, toCap: 1}); });\n"
-        "d.p.forEach(function(q) {\n"
-        "  var pts = q[0], n = pts.length, verts = [], faces = [], norms = [];\n"
-        "  var a = pts[0], b = pts[1], c = pts[2];\n"
-        "  var u = [b[0] - a[0], b[1] - a[1], b[2] - a[2]], w = [c[0] - a[0], c[1] - a[1], c[2] - a[2]];\n"
-        "  var nx = u[1] * w[2] - u[2] * w[1], ny = u[2] * w[0] - u[0] * w[2], nz = u[0] * w[1] - u[1] * w[0];\n"
-        "  for (var s = 0; s < 2; s++) { for (var i = 0; i < n; i++) { verts.push({x: pts[i][0], y: pts[i][1], "
-        "z: pts[i][2]}); norms.push(s ? {x: -nx, y: -ny, z: -nz} : {x: nx, y: ny, z: nz}); } }\n"
-        "  for (var i = 1; i < n - 1; i++) { faces.push(0, i, i + 1); faces.push(n, n + i + 1, n + i); }\n"
-        "  v.addCustom({vertexArr: verts, normalArr: norms, faceArr: faces, color: d.colours[q[1]], "
-        "opacity: d.opacity});\n"
-        "});\n"
-        "d.s.forEach(function(s) { v.addSphere({center: p(s, 0), radius: s[3], color: d.colours[s[4]]}); });\n"
-        "v.render();\n"
-        f'document.body.setAttribute("data-symmetry-elements", "{int(shapes.n_shapes)}");\n'
-        "});\n</script>\n"
-    )
-    chips = "".join(
-        f'<span class="chip"><span class="sw" style="background:{_checked_colour(colour)}"></span>'
-        f"{html.escape(str(label))}</span>"
-        for label, colour in shapes.legend
-    )
-    legend = f'<div class="row"><div class="lg">Symmetry elements: {chips}</div></div>\n'
-    marker = '<script>\n$3Dmolpromise.then(function() { document.body.setAttribute("data-viewer-ready", "1"); });'
-    if page.count(marker) != 1:
-        raise ValueError("not a viewer page from build_viewer_html")
-    page = page.replace(marker, legend + script + marker)
-    _assert_no_breakout(page)
-    return page
+    return {**scene, "elements": elements}

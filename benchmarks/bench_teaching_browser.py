@@ -17,8 +17,8 @@ headless Chromium, and times, one after the other on that page:
 
 A rerun counts as complete when Streamlit reports the script is not running (``data-test-script-state``
 on ``stApp``), the footer and prediction numbers are there, every Plotly chart is drawn, and the rerun is
-seen to have happened: the 3D view is a new document that has drawn its canvas (with the highlighted atom
-or the symmetry elements when the interaction asks for them), or, for the comparison (which leaves the
+seen to have happened: the 3D view has drawn a new scene (its ``data-render`` count moved on; with the
+highlighted atom or the symmetry elements when the interaction asks for them), or, for the comparison (which leaves the
 view as it is), the compared crystal's routing chart is drawn. Writes the median, p90 and max of each
 interaction, and whether they are within 1 s, to ``benchmarks/results/teaching_browser.json``.
 
@@ -66,7 +66,7 @@ ATOM_SCREEN_JS = """() => {
   });
 }"""
 
-# Before an interaction: watch Streamlit's script state, and mark the 3D view's document as the old one.
+# Before an interaction: watch Streamlit's script state, and note which drawing the 3D view shows (data-render).
 ARM_JS = """(viewerTitle) => {
   const app = document.querySelector('[data-testid="stApp"]');
   window.__senSawRun = false; window.__senRunDone = false;
@@ -80,7 +80,8 @@ ARM_JS = """(viewerTitle) => {
   window.__senObserver.observe(app, {attributes: true, attributeOldValue: true,
                                      attributeFilter: ['data-test-script-state']});
   const frame = [...document.querySelectorAll('iframe')].find(f => f.title === viewerTitle);
-  if (frame) frame.contentWindow.__senOld = true;
+  const body = frame && frame.contentDocument && frame.contentDocument.body;
+  window.__senRenderBefore = body ? body.getAttribute('data-render') : null;
 }"""
 
 # After it: what the page still lacks ('' once the rerun finished and the page is complete; see the module
@@ -96,7 +97,7 @@ RERUN_MISSING_JS = """({viewerTitle, viewSelector, digest, newView}) => {
   const frame = [...document.querySelectorAll('iframe')].find(f => f.title === viewerTitle);
   const body = frame && frame.contentDocument && frame.contentDocument.body;
   if (!body) return 'no 3D view';
-  if (newView && frame.contentWindow.__senOld) return 'the old 3D view';
+  if (newView && body.getAttribute('data-render') === window.__senRenderBefore) return 'the old 3D view';
   if (body.getAttribute('data-viewer-ready') !== '1' || !body.querySelector('canvas')) return '3D view not drawn';
   if (viewSelector && !body.matches(viewSelector)) return `3D view without ${viewSelector}`;
   const plots = [...document.querySelectorAll('.js-plotly-plot')];
@@ -120,7 +121,7 @@ def most_isolated_atom(frame) -> tuple[int, float, float]:
 
 
 def viewer_frame(page):
-    """The 3D view's frame (a new one after every rerun that changed the view)."""
+    """The 3D view's frame (the same one for the whole visit: new scenes are drawn in it)."""
     return page.locator(f'iframe[title="{VIEWER_TITLE}"]').element_handle().content_frame()
 
 
@@ -128,7 +129,7 @@ def timed_rerun(
     page, action: Callable[[], None], view_selector: str = "", digest: str = "", new_view: bool = True
 ) -> float:
     """Seconds from ``action`` (the user's last input) to a complete page after the rerun it causes
-    (``new_view``: one whose 3D view is a new document, for interactions that change the view)."""
+    (``new_view``: one whose 3D view has drawn a new scene, for interactions that change the view)."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     arg = {"viewerTitle": VIEWER_TITLE, "viewSelector": view_selector, "digest": digest, "newView": new_view}

@@ -146,7 +146,7 @@ def test_failing_prediction_leaves_symmetry_and_3d_view(monkeypatch, caplog):
         "it has been logged on the server"
     )
     assert "P4\\_2/mnm" in texts(at.markdown) and "Wyckoff orbits" in texts(at.markdown)
-    assert len(at.get("iframe")) == 1
+    assert len(at.get("component_instance")) == 1
     assert "The routing needs a prediction" in texts(at.info)
     assert footer(at).startswith("Page complete: rutile.vasp")
     assert [b.proto.label for b in at.get("download_button")] == ["Standardised cell (CIF)"]
@@ -163,9 +163,9 @@ def test_failing_symmetry_leaves_prediction_and_3d_view(monkeypatch, caplog):
         "Spglib could not determine the symmetry for the symmetry analysis; try another symmetry tolerance"
     )
     assert {"Band gap", "Formation energy"} <= {m.label for m in at.metric}
-    assert len(at.get("iframe")) == 1 and len(at.get("plotly_chart")) == 5 + 2
+    assert len(at.get("component_instance")) == 1 and len(at.get("plotly_chart")) == 5 + 2
     at.sidebar.radio(key="colour_mode").set_value("Wyckoff orbit").run()  # the network's orbits colour it
-    assert not at.exception and "Ti 2a" in at.get("iframe")[0].proto.srcdoc
+    assert not at.exception and "Ti 2a" in at.get("component_instance")[0].proto.json_args
     assert footer(at).startswith("Page complete: rutile.vasp")
     assert logged(caplog, SymmetryUndeterminedError)
 

@@ -5,7 +5,7 @@ single-orbit information number, atom labels and the server's torch threads (App
 
 from __future__ import annotations
 
-import re
+import json
 import sys
 from pathlib import Path
 
@@ -65,8 +65,9 @@ def texts(elements) -> str:
     return "\n".join(str(e.value) for e in elements)
 
 
-def srcdoc(at: AppTest) -> str:
-    return at.get("iframe")[0].proto.srcdoc
+def scene(at: AppTest) -> dict:
+    """What the page handed to its 3D view (app/viewer.py's scene)."""
+    return json.loads(at.get("component_instance")[0].proto.json_args)["scene"]
 
 
 @pytest.fixture(scope="module")
@@ -192,8 +193,8 @@ def test_one_orbit_crystal_says_the_information_is_not_informative():
 # ---------------------------------------------------------------------------- 3D view
 
 
-def labels(page: str) -> list[str]:
-    return re.findall(r'addLabel\("([^"]*)"', page)
+def labels(view: dict) -> list[str]:
+    return [text for text, _ in view["labels"]]
 
 
 def test_labels_on_every_drawn_atom_of_a_supercell():
@@ -201,16 +202,16 @@ def test_labels_on_every_drawn_atom_of_a_supercell():
     for axis in "abc":
         at.sidebar.number_input(key=f"supercell_{axis}").set_value(2)
     at.sidebar.checkbox(key="label_atoms").check().run()
-    page = srcdoc(at)
-    atom_labels = [t for t in labels(page) if t not in "abc"]
+    view = scene(at)
+    atom_labels = labels(view)
     assert len(atom_labels) == 27 + 8 + 3 * 12  # every drawn atom of the 2x2x2 SrTiO3
     assert atom_labels.count("Sr 1a") == 27 and atom_labels.count("Ti 1b") == 8
-    assert '"inFront": true' in page and '"screenOffset"' in page
+    assert view["labelStyle"]["inFront"] is True and "screenOffset" in view["labelStyle"]
     assert "Every drawn atom is labelled" in texts(at.caption)
     for axis in "abc":
         at.sidebar.number_input(key=f"supercell_{axis}").set_value(3)
     at.run()
-    atom_labels = [t for t in labels(srcdoc(at)) if t not in "abc"]
+    atom_labels = labels(scene(at))
     assert len(atom_labels) == 27 * 3  # 208 atoms drawn: one label per orbit and cell
     assert "one atom of each orbit is labelled in each cell" in texts(at.caption)
 

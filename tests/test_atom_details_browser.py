@@ -130,3 +130,38 @@ def test_selecting_a_table_row_highlights_that_atom_in_the_view(browser_and_url)
     changed = sum(diff.histogram()[31:])
     assert changed > 0.003 * before.size[0] * before.size[1], f"only {changed} pixels changed"
     page.close()
+
+
+def test_a_change_is_drawn_in_the_same_view_which_keeps_the_users_rotation(browser_and_url):
+    """Recolouring and distorting redraw the view in place (same document, same WebGL canvas) and keep the
+    rotation the user gave it."""
+    browser, url = browser_and_url
+    page, frame_locator, frame = open_view(browser, url)
+    frame.evaluate("() => { window.__sameDocument = 1; viewer_sen.rotate(50, 'y'); viewer_sen.render(); }")
+    frame.evaluate("() => { window.__canvas = document.querySelector('canvas'); }")
+    rotated = frame.evaluate("() => viewer_sen.getView()")
+    drawn = frame.evaluate("() => document.body.getAttribute('data-render')")
+
+    def redrawn_after(action) -> None:
+        nonlocal drawn
+        action()
+        frame.wait_for_function(
+            "before => document.body.getAttribute('data-render') !== before"
+            " && document.body.getAttribute('data-viewer-ready') === '1'",
+            arg=drawn,
+            timeout=60_000,
+        )
+        drawn = frame.evaluate("() => document.body.getAttribute('data-render')")
+
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    redrawn_after(lambda: sidebar.get_by_text("Wyckoff orbit", exact=True).click())
+    assert frame_locator.get_by_text("Ti 1b").count() == 1  # the legend of the new colouring
+    field = sidebar.get_by_label("Rattle every atom by up to (Å)", exact=True)
+    redrawn_after(lambda: (field.fill("0.05"), field.press("Enter")))
+    state = frame.evaluate(
+        "() => [window.__sameDocument, window.__canvas === document.querySelector('canvas'),"
+        " document.querySelectorAll('canvas').length, viewer_sen.getView()]"
+    )
+    assert state[:3] == [1, True, 1], state  # one canvas, the same one: nothing was rebuilt
+    assert state[3] == pytest.approx(rotated, abs=1e-6)  # the user's rotation is kept
+    page.close()

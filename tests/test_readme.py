@@ -31,5 +31,5 @@ def test_app_entry_point_and_requirements_exist():
     assert (ROOT / "app" / "Home.py").is_file()
     reqs = (ROOT / "requirements.txt").read_text()
     assert "torch==2.13.0" in reqs
-    for pkg in ("pymatgen", "spglib", "streamlit", "plotly", "py3Dmol", "scipy"):
+    for pkg in ("pymatgen", "spglib", "streamlit", "plotly", "scipy"):
         assert pkg in reqs

@@ -198,32 +198,33 @@ def test_screw_axes_are_dashed_and_glides_have_their_own_colour():
     assert {c for _, c in shapes.planes} == {viewer.GLIDE_COLOUR}
 
 
-def _page(structure):
-    return viewer.build_viewer_html(structure, [viewer.colour_by_element(structure)], name="test")
+def _scene(structure):
+    return viewer.build_viewer_scene(structure, [viewer.colour_by_element(structure)], name="test")
 
 
-def test_added_elements_reach_the_script_as_numbers_only(crystals):
+def test_added_elements_reach_the_view_as_numbers_only(crystals):
     structure = crystals["SrTiO3"]
     elements = cell_symmetry_elements(structure)
     shapes = viewer.symmetry_element_shapes(elements)
-    page = viewer.add_symmetry_elements(_page(structure), shapes)
-    payload = json.loads(re.search(r"var d = (\{.*?\});\n", page).group(1))
+    scene = _scene(structure)
+    payload = viewer.add_symmetry_elements(scene, shapes)["elements"]
+    assert scene["elements"] is None  # the scene given is not changed
     assert len(payload["c"]) == len(shapes.cylinders) and len(payload["s"]) == len(shapes.spheres)
     assert all(isinstance(x, int | float) for row in payload["c"] for x in row)
     assert all(re.fullmatch(r"#[0-9a-f]{6}", c) for c in payload["colours"])
-    assert f'data-symmetry-elements", "{shapes.n_shapes}"' in page
-    assert "Symmetry elements:" in page and "4-fold axis" in page
-    assert page.index("var d = ") < page.index('setAttribute("data-viewer-ready", "1")')
+    assert payload["n"] == shapes.n_shapes and ["4-fold axis", viewer.AXIS_COLOURS[4]] in payload["legend"]
+    json.dumps(payload, allow_nan=False)
+    script = (viewer.COMPONENT_DIR / "viewer.js").read_text()
+    assert 'er.appendChild(legendRow("Symmetry elements: ", scene.elements.legend))' in script
+    assert 'body.setAttribute("data-symmetry-elements", String(scene.elements.n))' in script
 
 
-def test_bad_colours_or_numbers_never_reach_the_page(crystals):
+def test_bad_colours_or_numbers_never_reach_the_view(crystals):
     structure = crystals["SrTiO3"]
     shapes = viewer.symmetry_element_shapes(cell_symmetry_elements(structure))
     evil = viewer.ElementShapes(shapes.cylinders[:1], (), ((np.zeros(3), 0.1, "red;}</script>"),), ())
     with pytest.raises(ValueError, match="not a #rrggbb colour"):
-        viewer.add_symmetry_elements(_page(structure), evil)
+        viewer.add_symmetry_elements(_scene(structure), evil)
     nan = viewer.ElementShapes(((np.array([np.nan, 0, 0]), np.ones(3), 0.05, "#123456", False),), (), (), ())
     with pytest.raises(ValueError, match="finite"):
-        viewer.add_symmetry_elements(_page(structure), nan)
-    with pytest.raises(ValueError, match="not a viewer page"):
-        viewer.add_symmetry_elements("<html></html>", shapes)
+        viewer.add_symmetry_elements(_scene(structure), nan)

@@ -1,4 +1,5 @@
-"""The 3D viewer page (app/viewer.py): geometry, colours, local 3Dmol.js and escaping."""
+"""The 3D view (app/viewer.py and app/viewer_component/): geometry, colours, the scene, local 3Dmol.js and
+untrusted strings (only ever text)."""
 
 from __future__ import annotations
 
@@ -19,10 +20,11 @@ from app import viewer  # noqa: E402
 from app.atom_details import TABLE_KEY, atom_rows, selected_site, site_details  # noqa: E402
 from app.viewer import (  # noqa: E402
     CDN_3DMOL_URL,
+    COMPONENT_DIR,
     LOCAL_3DMOL_URL,
     AtomColouring,
     SiteDetails,
-    build_viewer_html,
+    build_viewer_scene,
     cell_atoms,
     colour_by_capsule,
     colour_by_element,
@@ -40,10 +42,22 @@ def rocksalt() -> Structure:
     return Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
 
 
-def model_atoms(page: str) -> list[str]:
+def model_atoms(scene: dict) -> list[str]:
     """The XYZ block handed to 3Dmol, one line per drawn atom."""
-    block = re.search(r'addModel\("(.*?)","xyz"\)', page).group(1)
-    return block.split("\\n")[2:-1]
+    return scene["xyz"].split("\n")[2:-1]
+
+
+def scene_of(at: AppTest, index: int = 0) -> dict:
+    """The scene an app run handed to its (``index``-th) 3D view."""
+    return json.loads(at.get("component_instance")[index].proto.json_args)["scene"]
+
+
+def label_texts(scene: dict) -> list[str]:
+    return [text for text, _ in scene["labels"]]
+
+
+VIEW_SCRIPT = (COMPONENT_DIR / "viewer.js").read_text()
+VIEW_PAGE = (COMPONENT_DIR / "index.html").read_text()
 
 
 def test_conventional_rocksalt_is_drawn_as_the_27_atom_cube():
@@ -63,19 +77,36 @@ def test_supercell_repeats_along_each_axis():
     assert cart[:, 0].max() == pytest.approx(2 * 5.64) and cart[:, 2].max() == pytest.approx(3 * 5.64)
 
 
-def test_page_uses_local_3dmol_and_draws_every_atom_in_its_colour():
+def test_scene_uses_local_3dmol_and_draws_every_atom_in_its_colour():
     s = rocksalt()
-    page = build_viewer_html(s, [colour_by_element(s)], js_url=LOCAL_3DMOL_URL, name="NaCl")
-    assert f"loadScriptAsync('{LOCAL_3DMOL_URL}')" in page
-    assert "cdn" not in page.lower() and "http" not in page
-    atoms = model_atoms(page)
+    scene = build_viewer_scene(s, [colour_by_element(s)], js_url=LOCAL_3DMOL_URL, name="NaCl")
+    assert scene["js"] == LOCAL_3DMOL_URL and "http" not in json.dumps(scene)
+    atoms = model_atoms(scene)
     assert len(atoms) == 27 and {a.split()[0] for a in atoms} == {"Na", "Cl"}
     na, cl = viewer.element_colour("Na"), viewer.element_colour("Cl")
-    assert na != cl and f'"color": "{na}"' in page and f'"color": "{cl}"' in page
-    assert page.count("addCylinder(") == 12  # the edges of the unit cell
-    assert "antialias:false" in page
-    assert 'data-crystal="NaCl"' in page
-    assert build_viewer_html(s, [colour_by_element(s)], js_url=LOCAL_3DMOL_URL, name="NaCl") == page
+    (view,) = scene["views"]
+    assert na != cl and {colour for _, colour, _ in view["styles"]} == {na, cl}
+    assert sorted(i for indices, _, _ in view["styles"] for i in indices) == list(range(27))  # every atom once
+    assert view["legend"] == [["Na", na], ["Cl", cl]]
+    assert len(scene["cell"]) == 12 and [a for a, _ in scene["axes"]] == ["a", "b", "c"]  # the cell's edges
+    assert scene["name"] == "NaCl" and scene["details"] is None and scene["elements"] is None
+    assert build_viewer_scene(s, [colour_by_element(s)], js_url=LOCAL_3DMOL_URL, name="NaCl") == scene
+    json.dumps(scene, allow_nan=False)  # plain JSON, finite numbers
+
+
+def test_the_view_draws_in_place_and_keeps_the_camera_of_the_same_crystal():
+    s = rocksalt()
+    one = build_viewer_scene(s, [colour_by_element(s)], name="NaCl")
+    strained = s.copy()
+    strained.apply_strain([0, 0, 0.02])
+    two = build_viewer_scene(strained, [colour_by_element(strained)], name="NaCl")
+    assert one["camera"] == two["camera"] and one["xyz"] != two["xyz"]  # same crystal, changed: keep the view
+    assert build_viewer_scene(s, [colour_by_element(s)], name="NaCl", supercell=(2, 1, 1))["camera"] != one["camera"]
+    assert build_viewer_scene(s, [colour_by_element(s)], name="x", camera="mine")["camera"] == "mine"
+    # the view's script redraws the viewers it has (clear) and makes new ones only for a new layout
+    assert "v.clear();" in VIEW_SCRIPT and "state.layout !== layout" in VIEW_SCRIPT
+    assert "state.camera === scene.camera ? views[0].getView() : null" in VIEW_SCRIPT
+    assert "antialias: false" in VIEW_SCRIPT
 
 
 def test_side_by_side_gives_two_linked_views_with_their_own_colours():
@@ -83,32 +114,46 @@ def test_side_by_side_gives_two_linked_views_with_their_own_colours():
     report = analyze_symmetry(s)
     orbits = colour_by_orbit(report.orbit_index, [o.label for o in report.orbits])
     capsules = colour_by_capsule([0, 0, 0, 0, 5, 5, 5, 5], 8)
-    page = build_viewer_html(s, [orbits, capsules], js_url=LOCAL_3DMOL_URL)
-    assert "createViewerGrid" in page and "rows: 1, cols: 2" in page
-    assert "viewergrid_sen[0][1].setStyle" in page and "viewergrid_sen[0][0].setStyle" in page
-    assert "Na 4a" in page and "Cl 4b" in page and "capsule 5" in page and "capsule 1" not in page
+    scene = build_viewer_scene(s, [orbits, capsules], js_url=LOCAL_3DMOL_URL)
+    assert [v["title"] for v in scene["views"]] == ["Wyckoff orbit", "Dominant capsule"]
+    assert "createViewerGrid(el, { rows: 1, cols: n, control_all: true }" in VIEW_SCRIPT
+    legends = [label for v in scene["views"] for label, _ in v["legend"]]
+    assert "Na 4a" in legends and "Cl 4b" in legends and "capsule 5" in legends and "capsule 1" not in legends
     assert capsules.colours[0] == viewer.capsule_colour(0) != capsules.colours[4]
 
 
-def test_user_strings_cannot_break_out_of_the_script():
+def test_user_strings_are_only_ever_text():
     s = rocksalt()
     colouring = AtomColouring("Element", colour_by_element(s).colours, ((SCRIPT, "#ff0000"),))
-    page = build_viewer_html(s, [colouring], atom_labels=[SCRIPT] * len(s), js_url=LOCAL_3DMOL_URL, name=SCRIPT)
-    assert "alert(1)</script>" not in page and "<script>window" not in page
-    assert page.lower().count("<script") == page.lower().count("</script>") == 2
-    assert "\\u003c/script\\u003e\\u003cscript\\u003ewindow" in page  # labels: JSON with < > escaped
-    assert "&lt;/script&gt;&lt;script&gt;" in page  # legend and data attribute: HTML-escaped
+    scene = build_viewer_scene(s, [colouring], atom_labels=[SCRIPT] * len(s), js_url=LOCAL_3DMOL_URL, name=SCRIPT)
+    assert scene["name"] == SCRIPT and scene["views"][0]["legend"] == [[SCRIPT, "#ff0000"]]
+    assert set(label_texts(scene)) == {SCRIPT}  # data, kept as it is: the view never makes it markup
+    # the view's page and script: strings become text nodes, textContent or 3Dmol label text (canvas)
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "Function(",
+                 "setTimeout(\"", "srcdoc"):  # fmt: skip
+        assert sink not in VIEW_SCRIPT and sink not in VIEW_PAGE
+    assert "createTextNode(label)" in VIEW_SCRIPT and "t.textContent = view.title" in VIEW_SCRIPT
+    assert 'setAttribute("data-crystal", scene.name)' in VIEW_SCRIPT  # an attribute value: never parsed
+    # colours are checked again where they become CSS or 3Dmol colours: #rrggbb or an error
+    assert "HEX.test(c)" in VIEW_SCRIPT and "d.colours.map(colour)" in VIEW_SCRIPT
+    backgrounds = re.findall(r"\.background = (\S+)", VIEW_SCRIPT)
+    assert backgrounds and all(b.startswith("colour(") for b in backgrounds)
+    assert "sphere: { color: colour(s[1])" in VIEW_SCRIPT
+    assert "event.source !== window.parent" in VIEW_SCRIPT  # scenes only from the page that holds the view
+    assert VIEW_PAGE.count("<script") == 1 and '<script src="viewer.js"></script>' in VIEW_PAGE
 
 
 def test_bad_colours_and_counts_are_refused():
     s = rocksalt()
     with pytest.raises(ValueError, match="colour"):
-        build_viewer_html(s, [AtomColouring("x", ("red",) * len(s), ())])
+        build_viewer_scene(s, [AtomColouring("x", ("red",) * len(s), ())])
+    with pytest.raises(ValueError, match="colour"):
+        build_viewer_scene(s, [AtomColouring("x", colour_by_element(s).colours, (("x", "url(evil)"),))])
     with pytest.raises(ValueError, match="colours for 8 atoms"):
-        build_viewer_html(s, [AtomColouring("x", ("#ff0000",), ())])
+        build_viewer_scene(s, [AtomColouring("x", ("#ff0000",), ())])
     with pytest.raises(ValueError, match="too many"):
         big = rocksalt() * (4, 4, 4)
-        build_viewer_html(big, [colour_by_element(big)], supercell=(3, 3, 3))
+        build_viewer_scene(big, [colour_by_element(big)], supercell=(3, 3, 3))
 
 
 def test_script_url_falls_back_to_the_cdn(monkeypatch, tmp_path):
@@ -119,26 +164,32 @@ def test_script_url_falls_back_to_the_cdn(monkeypatch, tmp_path):
     js.write_text("/* 3Dmol */")
     monkeypatch.setattr(viewer, "LOCAL_3DMOL_FILE", js)
     assert viewer.script_url() == LOCAL_3DMOL_URL
+    package = json.loads((ROOT / "package.json").read_text())
+    assert f"3dmol@{package['dependencies']['3dmol']}/" in CDN_3DMOL_URL  # the version npm installs
 
 
 def _render_app(root: str):
     import sys
 
     import streamlit as st
+    from pymatgen.core import Lattice, Structure
 
     sys.path.insert(0, root)
-    from app.viewer import render_viewer
+    from app.viewer import build_viewer_scene, colour_by_element, render_viewer
 
-    render_viewer("<!DOCTYPE html><p>viewer</p>", 300)
+    s = Structure(Lattice.cubic(3.0), ["Cu"], [[0, 0, 0]])
+    render_viewer(build_viewer_scene(s, [colour_by_element(s)], name="Cu"), 300)
     st.caption("after")
 
 
-def test_render_viewer_embeds_the_page_in_an_iframe():
+def test_render_viewer_hands_the_scene_to_the_view():
     at = AppTest.from_function(_render_app, args=(str(ROOT),), default_timeout=60)
     at.run()
     assert not at.exception
-    frames = at.get("iframe")
-    assert len(frames) == 1 and frames[0].proto.srcdoc == "<!DOCTYPE html><p>viewer</p>"
+    (view,) = at.get("component_instance")
+    assert view.proto.component_name.endswith("crystal_view")
+    args = json.loads(view.proto.json_args)
+    assert args["scene"]["name"] == "Cu" and args["height"] == 300 and len(model_atoms(args["scene"])) == 8
     assert at.caption[0].value == "after"
 
 
@@ -148,7 +199,7 @@ def test_missing_local_3dmol_is_announced_and_the_cdn_used(monkeypatch, tmp_path
     at.run()
     assert not at.exception
     assert any("3Dmol.js is not installed" in w.value for w in at.warning)
-    assert CDN_3DMOL_URL in at.get("iframe")[0].proto.srcdoc
+    assert scene_of(at)["js"] == CDN_3DMOL_URL
 
 
 def test_labels_go_on_every_drawn_atom_and_thin_out_for_large_supercells():
@@ -163,8 +214,8 @@ def test_labels_go_on_every_drawn_atom_and_thin_out_for_large_supercells():
     assert not viewer.labels_every_atom(len(parents))  # 7 x 7 x 7 = 343 atoms drawn
     sites = viewer.label_sites(s, parents, cart, (3, 3, 3), names)
     assert len(sites) == 27 * 2  # one per label and cell
-    page = build_viewer_html(s, [colour_by_element(s)], supercell=(3, 3, 3), atom_labels=names, js_url=LOCAL_3DMOL_URL)
-    assert page.count('addLabel("Na site"') == 27 and page.count('addLabel("Cl site"') == 27
+    scene = build_viewer_scene(s, [colour_by_element(s)], supercell=(3, 3, 3), atom_labels=names)
+    assert label_texts(scene).count("Na site") == 27 and label_texts(scene).count("Cl site") == 27
 
 
 # ---------------------------------------------------------------------------- atom details
@@ -173,9 +224,9 @@ def test_labels_go_on_every_drawn_atom_and_thin_out_for_large_supercells():
 EXAMPLES = ROOT / "assets" / "examples"
 
 
-def details_payload(page: str) -> dict:
-    """The per-atom details the page's hover script reads (JSON; <, > and & written as \\u003c ...)."""
-    return json.loads(re.search(r"var atomDetails = (\{.*?\});\n", page).group(1))
+def details_payload(scene: dict) -> dict:
+    """The per-atom details the view's hover script reads."""
+    return scene["details"]
 
 
 def fake_explanation(n_atoms: int, n_capsules: int = 8, seed: int = 0) -> dict:
@@ -192,8 +243,8 @@ def test_every_drawn_atom_carries_its_sites_details(file, supercell):
     report = analyze_symmetry(s)
     explanation = fake_explanation(len(s))
     details = site_details(s, report, explanation)
-    page = build_viewer_html(s, [colour_by_element(s)], supercell=supercell, js_url=LOCAL_3DMOL_URL, details=details)
-    data = details_payload(page)
+    scene = build_viewer_scene(s, [colour_by_element(s)], supercell=supercell, details=details)
+    data = details_payload(scene)
     parents, cart = cell_atoms(s, supercell)
     assert data["parents"] == parents and len(data["sites"]) == len(s) and data["highlight"] == -1
     names = unique_orbit_names(report)
@@ -222,8 +273,10 @@ def test_every_drawn_atom_carries_its_sites_details(file, supercell):
     else:  # SrTiO3 in a 2x1x1 supercell: 3 x 2 x 2 Sr drawn, from the one Sr site
         assert parents.count(0) == 12 and data["sites"][0][0] == "Sr 1a" and data["sites"][2][0] == "O 3c"
         assert sorted({tuple(x) for x in data["shifts"]})[-1] == (2, 1, 1)
-    assert "setHoverable({}, true, onHover, onUnhover)" in page and "setClickable({}, true, onClick)" in page
-    assert 'data-viewer-ready="0"' in page and page.count("data-viewer-ready") == 2  # the attribute and its script
+    assert (
+        "setHoverable({}, true, onHover, onUnhover)" in VIEW_SCRIPT and "setClickable({}, true, onClick)" in VIEW_SCRIPT
+    )
+    assert '<body data-viewer-ready="0">' in VIEW_PAGE and 'setAttribute("data-viewer-ready", "1")' in VIEW_SCRIPT
 
 
 def test_atom_details_without_a_prediction_or_symmetry():
@@ -240,50 +293,50 @@ def test_side_by_side_views_all_get_the_hover_script():
     s = rocksalt()
     report = analyze_symmetry(s)
     orbits = colour_by_orbit(report.orbit_index, unique_orbit_names(report))
-    page = build_viewer_html(s, [orbits, colour_by_element(s)], js_url=LOCAL_3DMOL_URL,
-                             details=site_details(s, report))  # fmt: skip
-    assert page.count("window.sen_viewers = viewergrid_sen[0];") == 1
-    assert "var views = window.sen_viewers || [viewer_sen];" in page
+    scene = build_viewer_scene(s, [orbits, colour_by_element(s)], details=site_details(s, report))
+    assert len(scene["views"]) == 2 and len(scene["details"]["sites"]) == len(s)
+    assert (
+        "setupDetails(views, scene.details)" in VIEW_SCRIPT
+        and "views.forEach(function (v) {\n      v.setHoverDuration" in VIEW_SCRIPT
+    )
 
 
-def test_hostile_detail_strings_cannot_break_out_of_the_script():
+def test_hostile_detail_strings_stay_text():
     s = rocksalt()
     hostile = [SiteDetails(SCRIPT + "\u2028", (SCRIPT, "<!-- & -->", '"; alert(2); "'), (0.5, 0.5)) for _ in s]
-    page = build_viewer_html(s, [colour_by_element(s)], js_url=LOCAL_3DMOL_URL, details=hostile, highlight=0)
-    assert "<script>window" not in page and "<!--" not in page and "alert(1)</script>" not in page
-    assert page.lower().count("<script") == page.lower().count("</script>") == 2  # 3Dmol (with details), ready
-    data = details_payload(page)
+    scene = build_viewer_scene(s, [colour_by_element(s)], details=hostile, highlight=0)
+    data = details_payload(scene)
     assert data["sites"][0] == [SCRIPT + "\u2028", [SCRIPT, "<!-- & -->", '"; alert(2); "'], [0.5, 0.5]]
-    assert "\u2028" not in page  # a line separator is written as \\u2028 too
-    # the highlighted atom's 3D label is a py3Dmol string literal: escaped like the other labels
-    assert page.count('addLabel("\\u003c/script\\u003e\\u003cscript\\u003ewindow') == 8
-    # the page only ever writes the details as text
-    assert "innerHTML" not in page and "insertAdjacentHTML" not in page and "textContent = text" in page
+    assert {text for text, _ in scene["highlightLabels"]} == {SCRIPT + "\u2028"}  # 3Dmol label text, 8 copies
+    assert len(scene["highlightLabels"]) == 8
+    # the view only ever writes the details as text
+    assert "e.textContent = text;" in VIEW_SCRIPT and "b.title = " in VIEW_SCRIPT
     with pytest.raises(ValueError):
-        build_viewer_html(s, [colour_by_element(s)], details=[SiteDetails("x", (), (float("nan"),))] * len(s))
+        build_viewer_scene(s, [colour_by_element(s)], details=[SiteDetails("x", (), (float("nan"),))] * len(s))
 
 
 def test_the_highlighted_atom_is_drawn_larger_in_all_its_copies():
     s = rocksalt()
     report = analyze_symmetry(s)
     details = site_details(s, report)
-    page = build_viewer_html(s, [colour_by_element(s)], js_url=LOCAL_3DMOL_URL, details=details, highlight=0)
+    scene = build_viewer_scene(s, [colour_by_element(s)], details=details, highlight=0)
     parents, _ = cell_atoms(s)
     copies = [d for d, p in enumerate(parents) if p == 0]
     assert len(copies) == 8
-    big = f'setStyle({{"index": {copies}}},{{"sphere": {{"color": "{viewer.element_colour("Na")}", "scale": 0.55}}}})'
-    assert big in page and page.count('"scale": 0.55') == 1
-    assert page.count('addLabel("Na 4a"') == 8 and details_payload(page)["highlight"] == 0
-    assert 'setAttribute("data-highlighted-site"' in page
+    big = [style for style in scene["views"][0]["styles"] if style[2] == viewer.HIGHLIGHT_SCALE]
+    assert big == [[copies, viewer.element_colour("Na"), 0.55]]
+    assert [t for t, _ in scene["highlightLabels"]] == ["Na 4a"] * 8 and details_payload(scene)["highlight"] == 0
+    assert 'setAttribute("data-highlighted-site"' in VIEW_SCRIPT
     with pytest.raises(ValueError, match="no atom 8"):
-        build_viewer_html(s, [colour_by_element(s)], details=details, highlight=8)
+        build_viewer_scene(s, [colour_by_element(s)], details=details, highlight=8)
     with pytest.raises(ValueError, match="2 site details for 8 atoms"):
-        build_viewer_html(s, [colour_by_element(s)], details=details[:2])
+        build_viewer_scene(s, [colour_by_element(s)], details=details[:2])
     # the symmetry-element overlay still finds its place in a page with atom details
     from sen.symmetry_elements import cell_symmetry_elements
 
     shapes = viewer.symmetry_element_shapes(cell_symmetry_elements(s))
-    assert "data-symmetry-elements" in viewer.add_symmetry_elements(page, shapes)
+    with_elements = viewer.add_symmetry_elements(scene, shapes)
+    assert with_elements["elements"]["n"] == shapes.n_shapes and with_elements["details"] == scene["details"]
 
 
 @pytest.mark.parametrize(
@@ -310,12 +363,12 @@ def test_the_page_has_an_atom_table_whose_selection_highlights_the_atom():
     assert list(table["orbit"]) == ["Sr 1a", "Ti 1b", "O 3c", "O 3c", "O 3c"]  # the opening crystal, SrTiO3
     assert list(table.columns) == ["site", "element", "orbit", "site symmetry", "fractional x, y, z",
                                    "dominant capsule"]  # fmt: skip
-    page = at.get("iframe")[0].proto.srcdoc
-    data = details_payload(page)
+    data = details_payload(scene_of(at))
     assert data["highlight"] == -1 and data["sites"][1][1][1] == "Ti · Wyckoff 1b · site symmetry m-3m"
     assert list(table["dominant capsule"]) == [int(line[1][4].split()[2]) for line in data["sites"]]
     at.session_state[TABLE_KEY] = {"selection": {"rows": [1], "columns": [], "cells": []}}
     at.run()
     assert not at.exception
-    page = at.get("iframe")[0].proto.srcdoc
-    assert details_payload(page)["highlight"] == 1 and page.count('"scale": 0.55') == 1
+    scene = scene_of(at)
+    assert details_payload(scene)["highlight"] == 1
+    assert [style[2] for style in scene["views"][0]["styles"]].count(viewer.HIGHLIGHT_SCALE) == 1
