@@ -38,7 +38,7 @@ from app.library_panel import (  # noqa: E402
 )
 from app.prediction_panel import footer, header, load_structure, prediction  # noqa: E402
 from app.results import get_predictor  # noqa: E402
-from app.routing_panel import routing  # noqa: E402
+from app.routing_panel import picked_network, routing  # noqa: E402
 from app.sidebar import sidebar, with_library_pick  # noqa: E402
 from app.symmetry_panel import symmetry  # noqa: E402
 from app.view_panel import structure_view  # noqa: E402
@@ -94,7 +94,8 @@ if loaded is not None:
     with symmetry_column:
         sym = symmetry(crystal, structure, settings, explanation)
     with view_column:
-        structure_view(crystal, structure, settings, sym, explanation, show_elements)
+        # capsule colours and atom details of the network picked in the routing panel below (first by default)
+        structure_view(crystal, structure, settings, sym, picked_network(explanation), show_elements)
 
     routing_data = routing(crystal, structure, explanation, predictor)
     if library is not None:  # the known crystals the model considers most similar, and its errors on them

@@ -2,9 +2,10 @@
 table under the view whose selected row highlights that atom (and its copies) in the view.
 
 Everything here is plain text built from the structure, its :class:`~sen.symmetry.SymmetryReport` and
-the prediction's explanation; app/viewer.py JSON-escapes it and the page sets it as ``textContent``.
-The orbit names are the page's own (:func:`sen.symmetry.unique_orbit_names`), and the routing is the
-explanation's top-level one (the first network of an ensemble, as the routing charts show by default).
+the prediction's explanation; app/viewer.py puts it into the view's scene and the view sets it as
+``textContent``. The orbit names are the page's own (:func:`sen.symmetry.unique_orbit_names`), and the
+routing is the explanation's top-level one: the network picked in the routing panel
+(:func:`app.routing_panel.picked_network`; the first until one is picked).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def _routing(explanation: Mapping | None, n_atoms: int) -> tuple[np.ndarray | No
 
 def _network_note(explanation: Mapping | None) -> str:
     networks = (explanation or {}).get("networks") or []
-    return f" (network 1 of {len(networks)})" if len(networks) > 1 else ""
+    return f" (network {(explanation or {}).get('network', 1)} of {len(networks)})" if len(networks) > 1 else ""
 
 
 def site_details(
@@ -142,7 +143,7 @@ def atom_table(rows: list[dict], key: str = TABLE_KEY) -> None:
             "site symmetry": st.column_config.TextColumn("site sym.", help="Site-symmetry group of the atom"),
             "fractional x, y, z": st.column_config.TextColumn("x, y, z", help="Fractional coordinates in the cell"),
             "dominant capsule": st.column_config.NumberColumn(
-                "capsule", help="The capsule that receives most of the atom's routing (network 1)"
+                "capsule", help="The capsule that receives most of the atom's routing (the network picked for the routing charts)"
             ),
         },
     )

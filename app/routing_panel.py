@@ -51,18 +51,38 @@ def _figures(digest: str, network: int, model: str, targets: tuple[str, ...], _d
             charts.output_routing_heatmap(_data, titles, digest)]  # fmt: skip
 
 
+#: Session-state key of the routing panel's network picker (the 3D view and atom details follow it).
+NETWORK_KEY = "routing_network"
+
+
+def picked_network(explanation: dict | None) -> dict | None:
+    """The explanation with the routing of the network picked in the routing panel (the first until one
+    is picked, or when the pick is out of range): what the 3D view, atom details and charts show."""
+    if explanation is None:
+        return None
+    networks = explanation.get("networks") or []
+    choice = st.session_state.get(NETWORK_KEY, 1)
+    if len(networks) < 2 or not isinstance(choice, int) or not 1 <= choice <= len(networks):
+        return {**explanation, "network": 1}
+    return {**explanation, **networks[choice - 1], "network": choice}
+
+
 def _chosen_network(explanation: dict, predictor: Predictor) -> dict:
     """The explanation with the routing of the network the user picks (the first by default)."""
     networks = explanation.get("networks") or []
     if predictor.n_members < 2 or len(networks) < 2:
         return {**explanation, "network": 1}
-    choice = st.selectbox(
+    if st.session_state.get(NETWORK_KEY) not in range(1, len(networks) + 1):
+        st.session_state.pop(NETWORK_KEY, None)  # e.g. a model with fewer networks
+    st.selectbox(
         "Network whose capsules to show",
         options=list(range(1, len(networks) + 1)),
         format_func=lambda k: f"network {k} of {len(networks)}",
-        help="Every network of the ensemble learned its own capsules; pick one to look at its routing.",
+        help="Every network of the ensemble learned its own capsules; pick one to look at its routing "
+        "(the 3D view's capsule colours and atom details follow).",
+        key=NETWORK_KEY,
     )
-    return {**explanation, **networks[choice - 1], "network": choice}
+    return picked_network(explanation)
 
 
 def network_consistency_rows(explanation: dict) -> list[dict]:

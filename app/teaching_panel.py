@@ -593,7 +593,7 @@ def elements_view(crystal: CrystalFile, structure: Structure, settings, show_ele
     if show_elements:
         scene, caption = with_symmetry_elements(scene, crystal, structure, settings.symprec, settings.angle_tolerance,
                                                 supercell)  # fmt: skip
-    viewer.render_viewer(scene, viewer.viewer_height(height, 2), key="elements_view")
+    viewer.render_viewer(scene, viewer.viewer_height(height), key="elements_view")
     if caption:
         st.caption(literal(caption))
 

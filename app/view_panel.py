@@ -63,8 +63,7 @@ def structure_view(
         scene, elements_caption = with_symmetry_elements(
             scene, crystal, structure, settings.symprec, settings.angle_tolerance, supercell
         )
-    legend_rows = max(1, max(len(c.legend) for c in colourings) // 6 + 1) + (1 if show_elements else 0)
-    viewer.render_viewer(scene, viewer.viewer_height(CANVAS_HEIGHT, legend_rows))
+    viewer.render_viewer(scene, viewer.viewer_height(CANVAS_HEIGHT, len(colourings)))
     if elements_caption:
         st.caption(literal(elements_caption))
     caption = (
@@ -90,7 +89,8 @@ def _atom_table(structure: Structure, report, explanation: dict | None) -> None:
     networks = (explanation or {}).get("networks") or []
     if len(networks) > 1:
         st.caption(
-            f"Routing and dominant capsule of network 1 of {len(networks)}, as in the routing charts by default."
+            f"Routing and dominant capsule of network {explanation.get('network', 1)} of {len(networks)}, the one "
+            "picked for the routing charts below."
         )
 
 

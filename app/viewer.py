@@ -375,10 +375,10 @@ def _checked_colour(colour: str) -> str:
     return colour
 
 
-def viewer_height(canvas_height: int, n_legend_rows: int = 1) -> int:
-    """Height (px) of the view that fits a canvas of ``canvas_height`` plus titles and legend (the view
-    then sets its own height to what it drew)."""
-    return int(canvas_height) + 30 + 34 * max(1, min(2, n_legend_rows))
+def viewer_height(canvas_height: int, n_views: int = 1) -> int:
+    """Height (px) of the view: the canvas, the views' titles (side by side) and the legend area, whose
+    height is fixed (it scrolls when it is full) so that the view keeps its size when the legend changes."""
+    return int(canvas_height) + (26 if n_views > 1 else 0) + 88
 
 
 @lru_cache(maxsize=1)

@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
                              **{key: round(v, 3) if isinstance(v, float) else v for key, v in times.items()}})  # fmt: skip
                 loads.append(os.getloadavg())
                 print(f"{example.name:<44} " + " ".join(f"{n.split()[-1]} {times[n]:.2f}" for n in INTERACTIONS
-                                                        if n in times))  # fmt: skip
+                                                        if n in times) + f" {times.get('failed', '')}")  # fmt: skip
         chromium_version = browser.version
         browser.close()
     summary = summarise(runs)

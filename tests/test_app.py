@@ -19,6 +19,7 @@ from streamlit.testing.v1 import AppTest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from app import viewer  # noqa: E402
 from app.common import literal  # noqa: E402
 from app.gallery import DEFAULT_EXAMPLE, load_gallery  # noqa: E402
 from app.results import (  # noqa: E402
@@ -401,6 +402,25 @@ def test_the_routing_of_every_network_can_be_picked():
     assert "routing shown is that of network 3" in texts(at.caption)
     table = next(d for d in at.dataframe if "network" in d.value.columns)
     assert list(table.value["network"]) == [1, 2, 3, 4, 5, 6]
+
+
+@needs_model
+def test_the_3d_view_and_atom_details_follow_the_picked_network():
+    at = run_app()
+    at.sidebar.radio(key="colour_mode").set_value("Dominant capsule").run()
+    first = scene(at)
+    assert all("(network 1 of 6)" in site[1][4] for site in first["details"]["sites"])
+    at.selectbox(key="routing_network").set_value(4).run()
+    assert not at.exception and not at.error
+    fourth = scene(at)
+    lines = [site[1][4] for site in fourth["details"]["sites"]]
+    assert all("(network 4 of 6)" in line for line in lines)
+    assert [site[2] for site in fourth["details"]["sites"]] != [site[2] for site in first["details"]["sites"]]
+    assert "Routing and dominant capsule of network 4 of 6" in texts(at.caption)
+    table = next(d for d in at.dataframe if "site symmetry" in d.value.columns).value
+    assert list(table["dominant capsule"]) == [int(line.split()[2]) for line in lines]  # the same network
+    colours = {viewer.capsule_colour(int(c)) for c in table["dominant capsule"]}
+    assert {colour for _, colour, _ in fourth["views"][0]["styles"]} == colours
 
 
 @needs_model

@@ -103,8 +103,8 @@ def test_the_view_draws_in_place_and_keeps_the_camera_of_the_same_crystal():
     assert one["camera"] == two["camera"] and one["xyz"] != two["xyz"]  # same crystal, changed: keep the view
     assert build_viewer_scene(s, [colour_by_element(s)], name="NaCl", supercell=(2, 1, 1))["camera"] != one["camera"]
     assert build_viewer_scene(s, [colour_by_element(s)], name="x", camera="mine")["camera"] == "mine"
-    # the view's script redraws the viewers it has (clear) and makes new ones only for a new layout
-    assert "v.clear();" in VIEW_SCRIPT and "state.layout !== layout" in VIEW_SCRIPT
+    # the view's script redraws the viewers it has and makes new ones only for a new layout
+    assert "v.removeAllModels();" in VIEW_SCRIPT and "state.layout !== layout" in VIEW_SCRIPT
     assert "state.camera === scene.camera ? views[0].getView() : null" in VIEW_SCRIPT
     assert "antialias: false" in VIEW_SCRIPT
 

@@ -15,7 +15,7 @@
   var box = document.getElementById("atom-details");
   var titles = document.getElementById("titles");
   var legends = document.getElementById("legends");
-  var state = { viewers: null, layout: "", camera: "", renders: 0, pending: null, busy: false, loaded: null };
+  var state = { viewers: null, layout: "", camera: "", renders: 0, pending: null, busy: false, loaded: null, height: 0 };
   var hover = { label: null, pin: null, pinLabel: null, details: null };
 
   if (window.frameElement) window.frameElement.title = TITLE;
@@ -76,25 +76,76 @@
     });
   }
 
-  function drawElements(v, d) {
-    var colours = d.colours.map(colour);
-    d.c.forEach(function (c) {
-      v.addCylinder({ start: { x: c[0], y: c[1], z: c[2] }, end: { x: c[3], y: c[4], z: c[5] }, radius: c[6],
-        color: colours[c[7]], dashed: c[8], dashLength: 0.25, gapLength: 0.15, fromCap: 1, toCap: 1 });
-    });
-    d.p.forEach(function (q) {
-      var pts = q[0], n = pts.length, verts = [], faces = [], norms = [];
-      var a = pts[0], b = pts[1], c = pts[2];
-      var u = [b[0] - a[0], b[1] - a[1], b[2] - a[2]], w = [c[0] - a[0], c[1] - a[1], c[2] - a[2]];
-      var nx = u[1] * w[2] - u[2] * w[1], ny = u[2] * w[0] - u[0] * w[2], nz = u[0] * w[1] - u[1] * w[0];
-      for (var s = 0; s < 2; s++) {
-        for (var i = 0; i < n; i++) {
-          verts.push(xyz(pts[i]));
-          norms.push(s ? { x: -nx, y: -ny, z: -nz } : { x: nx, y: ny, z: nz });
-        }
+  // Symmetry elements as a few meshes, one per colour (hundreds of separate 3Dmol cylinders and planes
+  // took 3Dmol 300 ms to build and as long to draw): axes as thin 8-sided prisms (dashed: screw axes),
+  // planes as translucent double-sided polygons, inversion centres as spheres.
+  var SIDES = 8, DASH = 0.25, GAP = 0.15;
+
+  function mesh() { return { verts: [], norms: [], faces: [] }; }
+
+  function prism(m, a, b, r) {
+    var d = [b[0] - a[0], b[1] - a[1], b[2] - a[2]];
+    var len = Math.hypot(d[0], d[1], d[2]);
+    if (!(len > 0)) return;
+    d = [d[0] / len, d[1] / len, d[2] / len];
+    var h = Math.abs(d[0]) < 0.9 ? [1, 0, 0] : [0, 1, 0]; // any direction not along the axis
+    var u = [d[1] * h[2] - d[2] * h[1], d[2] * h[0] - d[0] * h[2], d[0] * h[1] - d[1] * h[0]];
+    var ul = Math.hypot(u[0], u[1], u[2]);
+    u = [u[0] / ul, u[1] / ul, u[2] / ul];
+    var w = [d[1] * u[2] - d[2] * u[1], d[2] * u[0] - d[0] * u[2], d[0] * u[1] - d[1] * u[0]];
+    var base = m.verts.length;
+    for (var i = 0; i < SIDES; i++) {
+      var t = (2 * Math.PI * i) / SIDES, c = Math.cos(t), s = Math.sin(t);
+      var n = { x: u[0] * c + w[0] * s, y: u[1] * c + w[1] * s, z: u[2] * c + w[2] * s };
+      m.verts.push({ x: a[0] + r * n.x, y: a[1] + r * n.y, z: a[2] + r * n.z });
+      m.verts.push({ x: b[0] + r * n.x, y: b[1] + r * n.y, z: b[2] + r * n.z });
+      m.norms.push(n, n);
+    }
+    for (var k = 0; k < SIDES; k++) {
+      var i0 = base + 2 * k, i1 = base + 2 * ((k + 1) % SIDES);
+      m.faces.push(i0, i1, i0 + 1, i1, i1 + 1, i0 + 1);
+    }
+  }
+
+  function axis(m, c) {
+    var a = [c[0], c[1], c[2]], b = [c[3], c[4], c[5]], r = c[6];
+    if (!c[8]) return prism(m, a, b, r);
+    var d = [b[0] - a[0], b[1] - a[1], b[2] - a[2]], len = Math.hypot(d[0], d[1], d[2]);
+    for (var s = 0; s < len; s += DASH + GAP) {
+      var e = Math.min(len, s + DASH);
+      prism(m, [a[0] + (d[0] * s) / len, a[1] + (d[1] * s) / len, a[2] + (d[2] * s) / len],
+        [a[0] + (d[0] * e) / len, a[1] + (d[1] * e) / len, a[2] + (d[2] * e) / len], r);
+    }
+  }
+
+  function polygon(m, pts) {
+    var n = pts.length, a = pts[0], b = pts[1], c = pts[2];
+    var u = [b[0] - a[0], b[1] - a[1], b[2] - a[2]], w = [c[0] - a[0], c[1] - a[1], c[2] - a[2]];
+    var nx = u[1] * w[2] - u[2] * w[1], ny = u[2] * w[0] - u[0] * w[2], nz = u[0] * w[1] - u[1] * w[0];
+    var base = m.verts.length;
+    for (var side = 0; side < 2; side++) {
+      for (var i = 0; i < n; i++) {
+        m.verts.push(xyz(pts[i]));
+        m.norms.push(side ? { x: -nx, y: -ny, z: -nz } : { x: nx, y: ny, z: nz });
       }
-      for (var j = 1; j < n - 1; j++) { faces.push(0, j, j + 1); faces.push(n, n + j + 1, n + j); }
-      v.addCustom({ vertexArr: verts, normalArr: norms, faceArr: faces, color: colours[q[1]], opacity: d.opacity });
+    }
+    for (var j = 1; j < n - 1; j++) {
+      m.faces.push(base, base + j, base + j + 1);
+      m.faces.push(base + n, base + n + j + 1, base + n + j);
+    }
+  }
+
+  function drawElements(v, d) {
+    var colours = d.colours.map(colour), axes = {}, planes = {};
+    d.c.forEach(function (c) { axis(axes[c[7]] = axes[c[7]] || mesh(), c); });
+    d.p.forEach(function (q) { polygon(planes[q[1]] = planes[q[1]] || mesh(), q[0]); });
+    Object.keys(axes).forEach(function (k) {
+      var m = axes[k];
+      v.addCustom({ vertexArr: m.verts, normalArr: m.norms, faceArr: m.faces, color: colours[k] });
+    });
+    Object.keys(planes).forEach(function (k) {
+      var m = planes[k];
+      v.addCustom({ vertexArr: m.verts, normalArr: m.norms, faceArr: m.faces, color: colours[k], opacity: d.opacity });
     });
     d.s.forEach(function (s) { v.addSphere({ center: { x: s[0], y: s[1], z: s[2] }, radius: s[3], color: colours[s[4]] }); });
   }
@@ -270,7 +321,10 @@
     window.sen_viewers = views;
     var keep = state.camera === scene.camera ? views[0].getView() : null;
     views.forEach(function (v, k) {
-      v.clear(); // models, shapes and labels of the previous scene
+      // what the previous scene drew (not clear(): it also draws the empty view, a frame for nothing)
+      v.removeAllShapes();
+      v.removeAllModels();
+      v.removeAllLabels();
       drawCrystal(v, scene, k);
       if (k === 0 && scene.elements) drawElements(v, scene.elements);
     });
@@ -292,7 +346,13 @@
     state.renders += 1;
     body.setAttribute("data-render", Math.round(performance.timeOrigin) + "." + state.renders); // unique per drawing
     body.setAttribute("data-viewer-ready", "1");
-    send("streamlit:setFrameHeight", { height: Math.ceil(document.documentElement.scrollHeight) });
+    // The legend area has a fixed height, so the frame keeps its size from one scene to the next: a
+    // resize would make 3Dmol draw everything once more (300 ms with symmetry elements and software WebGL).
+    var height = Math.ceil(document.documentElement.scrollHeight);
+    if (height !== state.height) {
+      state.height = height;
+      send("streamlit:setFrameHeight", { height: height });
+    }
   }
 
   function fail(error) {
