@@ -104,7 +104,7 @@ def test_zip_gives_the_numbers_of_predictor_predict_and_one_row_per_member(predi
     assert list(table["file"]) == [f"cifs/{f}" for f in files]
     expected = predictor.predict([read_structure(EXAMPLES / f) for f in files])
     for column, (key, _) in VALUES.items():
-        assert list(table[column]) == pytest.approx([row[key] for row in expected], abs=1e-6), column
+        assert list(table[column]) == pytest.approx([row[key] for row in expected], rel=1e-6, abs=1e-6), column
     assert [e.value for e in at.error] == [
         "README.txt: not a structure file by its name (CIF, POSCAR/CONTCAR, extended XYZ, pymatgen JSON), "
         "so it was skipped"
@@ -119,14 +119,14 @@ def test_zip_gives_the_numbers_of_predictor_predict_and_one_row_per_member(predi
     assert [r["id"] for r in rows] == [f"cifs/{f}" for f in files] + ["README.txt"]  # rows out = members in
     assert {r["source"] for r in rows} == {"crystals.zip"} and [r["row"] for r in rows] == list(range(5))
     for _, (key, column) in VALUES.items():
-        assert [r[column] for r in rows[:4]] == pytest.approx([row[key] for row in expected], abs=1e-6), column
+        assert [r[column] for r in rows[:4]] == pytest.approx([row[key] for row in expected], rel=1e-6, abs=1e-6), column
     assert [r["is_metal"] for r in rows[:4]] == [row["is_metal"] for row in expected]
     assert [r["space_group"] for r in rows[:4]] == ["Fm-3m", "P4_2/mnm", "Fm-3m", "Pnma"]
     assert all(r["error"] is None and r["model"] == "sen_mp" for r in rows[:4])
     assert "not a structure file" in rows[4]["error"] and rows[4]["band_gap_eV"] is None
     # the same rows as Predictor.screen (the path of `sen screen`)
     screened = list(predictor.screen([(f"cifs/{f}", read_structure(EXAMPLES / f)) for f in files]))
-    assert [r["band_gap_eV"] for r in rows[:4]] == pytest.approx([r["band_gap_eV"] for r in screened], abs=1e-6)
+    assert [r["band_gap_eV"] for r in rows[:4]] == pytest.approx([r["band_gap_eV"] for r in screened], rel=1e-6, abs=1e-6)
     assert [r["model_version"] for r in rows[:4]] == [r["model_version"] for r in screened]
 
     text = downloads(at, "All predictions (CSV)").decode()

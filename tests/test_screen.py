@@ -83,13 +83,14 @@ def expected(predictor, good) -> dict[str, dict]:
 
 
 def check_rows(rows: list[dict], expected: dict[str, dict], n_good: int) -> None:
-    """Every good row equals Predictor.predict to 1e-6; every bad row has its reason and no numbers."""
+    """Every good row equals Predictor.predict to float32 precision (1e-6 relative: crystals batched with
+    other crystals sum in another order); every bad row has its reason and no numbers."""
     good_rows = [r for r in rows if not r["error"]]
     assert len(good_rows) == n_good
     for r in good_rows:
         p = expected[r["id"]]
         for key, col in PAIRS.items():
-            assert r[col] == pytest.approx(p[key], abs=1e-6), (r["id"], col)
+            assert r[col] == pytest.approx(p[key], rel=1e-6, abs=1e-6), (r["id"], col)
         assert r["space_group"] == p["space_group_symbol"] and r["space_group_number"] == p["space_group_number"]
         assert r["is_metal"] == p["is_metal"] and r["model"] == "sen_mp" and r["model_version"].startswith("sha256:")
     for r in rows:
