@@ -95,7 +95,9 @@ if loaded is not None:
         sym = symmetry(crystal, structure, settings, explanation)
     with view_column:
         # capsule colours and atom details of the network picked in the routing panel below (first by default)
-        structure_view(crystal, structure, settings, sym, picked_network(explanation), show_elements)
+        # the view keeps the user's rotation while the crystal as read is distorted, recoloured or re-picked
+        structure_view(crystal, structure, settings, sym, picked_network(explanation), show_elements,
+                       camera=edited.original.digest)  # fmt: skip
 
     routing_data = routing(crystal, structure, explanation, predictor)
     if library is not None:  # the known crystals the model considers most similar, and its errors on them

@@ -23,10 +23,12 @@ def structure_view(
     sym: SymmetryView | None,
     explanation: dict | None,
     show_elements: bool = False,
+    camera: str = "",
 ) -> None:
     """Interactive 3D view (3Dmol.js) with the chosen colouring and its legend, and the space group's
     symmetry elements drawn in when ``show_elements``. Hovering or clicking an atom shows its details;
-    under the view, the atom table: its selected row highlights that atom in the view."""
+    under the view, the atom table: its selected row highlights that atom in the view. Views with the
+    same ``camera`` (default: the crystal's digest), supercell and atom count keep the user's rotation."""
     st.markdown("**Structure** (drag to rotate, scroll to zoom)")
     if not viewer.local_script_available():
         st.warning(
@@ -53,8 +55,7 @@ def structure_view(
         name=crystal.title,
         details=atom_details.site_details(structure, report, explanation),
         highlight=highlight,
-        # the view keeps the user's rotation while the same crystal is distorted, recoloured or re-picked
-        camera=f"{crystal.title.removesuffix(', changed')}|{supercell}|{len(structure)}",
+        camera=f"{camera or crystal.digest}|{supercell}|{len(structure)}",
     )
     elements_caption = ""
     if show_elements:

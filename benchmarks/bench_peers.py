@@ -136,6 +136,8 @@ class Cgcnn:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             data = CIFData_NoTarget(str(self.folder))
+            if len(data) != len(cifs):
+                raise RuntimeError("write() the CIFs before predict(): CGCNN reads its folder")
             items = [data[k] for k in range(len(data))]  # parse + graph, once for both networks
         out = np.zeros((len(items), 2))
         for start in range(0, len(items), BATCH):
@@ -162,9 +164,10 @@ def single_ms(model, cifs: list[str], repeats: int) -> float:
 
 def batch_rate(model, cifs: list[str]) -> tuple[float, np.ndarray]:
     """Crystals per second over all of ``cifs`` (batches of 64), and the predictions."""
+    warm_up = cifs[:BATCH]
     if isinstance(model, Cgcnn):
-        model.write(cifs)
-    model.predict(cifs[:BATCH])  # warm-up
+        model.write(warm_up)
+    model.predict(warm_up)
     if isinstance(model, Cgcnn):
         model.write(cifs)
     start = time.perf_counter()
