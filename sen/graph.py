@@ -69,10 +69,13 @@ class CrystalGraph:
     #: the network scales its small constants by it so that every choice of cell gives the numbers of
     #: the primitive cell. 1.0 (a primitive cell) for graphs made before this field existed.
     n_cells: float = 1.0
+    #: (N,) float32 atoms of the cell each row stands for: None for a graph of every atom (all 1); set in
+    #: the graph :func:`orbit_graph` makes, whose rows are the Wyckoff orbits of a symmetric graph
+    multiplicity: np.ndarray | None = None
 
     @property
     def n_atoms(self) -> int:
-        """Number of atoms in the cell."""
+        """Number of rows (atoms; orbits in an :func:`orbit_graph`)."""
         return int(self.atomic_numbers.shape[0])
 
 
@@ -135,6 +138,60 @@ def build_graph(
     )
 
 
+#: Largest difference (Å) between an edge and its image under symmetry for :func:`orbit_graph` to merge them.
+ORBIT_LENGTH_TOLERANCE = 1e-4
+
+
+def orbit_graph(graph: CrystalGraph, tolerance: float = ORBIT_LENGTH_TOLERANCE) -> CrystalGraph | None:
+    """The same crystal with one row per Wyckoff orbit, or None where that would change the numbers.
+
+    SEN is equivariant: atoms that symmetry maps onto each other start with the same features, and if
+    each of them also receives the same edges (the same neighbours' orbits at the same distances), they
+    keep the same features through every layer. Their rows are then computed once, for the orbit's first
+    atom, and :attr:`CrystalGraph.multiplicity` counts the atoms each row stands for in sums over the
+    crystal; each edge's length is the mean over its images. Returns None when that condition fails for any atom (a structure only nearly symmetric at
+    the analysis tolerance, neighbour lists cut differently) or when every orbit has one atom.
+    """
+    orbit = graph.orbit_index
+    n, n_orbits = graph.n_atoms, int(orbit.max()) + 1 if graph.n_atoms else 0
+    if n_orbits == n or graph.multiplicity is not None:
+        return None
+    reps = np.unique(orbit, return_index=True)[1]  # first atom of each orbit (orbits are numbered by it)
+    rep_of = reps[orbit]  # (N,)
+    if (graph.atomic_numbers[rep_of] != graph.atomic_numbers).any():
+        return None
+    src_orbit = orbit[graph.edge_src]
+    order = np.lexsort((graph.edge_length, src_orbit, graph.edge_dst))  # each atom's edges, in one order
+    dst, src, length = graph.edge_dst[order], src_orbit[order], graph.edge_length[order]
+    counts = np.bincount(dst, minlength=n)
+    if (counts != counts[rep_of]).any():
+        return None
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.arange(len(dst)) - starts[dst]
+    partner = starts[rep_of[dst]] + rank  # the same edge of the orbit's first atom
+    if (src != src[partner]).any() or (np.abs(length - length[partner]) > tolerance).any():
+        return None
+    keep = rep_of[dst] == dst
+    # each edge's length averaged over its images in every atom of the orbit (they differ by at most
+    # ``tolerance``): the same whichever atom comes first, so the numbers do not depend on the atom order
+    mean_length = np.bincount(partner, weights=length, minlength=len(dst)) / np.maximum(
+        np.bincount(partner, minlength=len(dst)), 1
+    )
+    return CrystalGraph(
+        atomic_numbers=graph.atomic_numbers[reps],
+        edge_src=src[keep].astype(np.int64),
+        edge_dst=orbit[dst[keep]].astype(np.int64),
+        edge_length=mean_length[keep].astype(np.float32),
+        orbit_index=np.arange(n_orbits, dtype=np.int64),
+        site_point_group=graph.site_point_group[reps],
+        site_symmetry_order=graph.site_symmetry_order[reps],
+        crystal_system=graph.crystal_system,
+        point_group=graph.point_group,
+        n_cells=graph.n_cells,
+        multiplicity=np.bincount(orbit, minlength=n_orbits).astype(np.float32),
+    )
+
+
 def primitive_cell_count(
     structure: Structure, symprec: float = DEFAULT_SYMPREC, angle_tolerance: float = DEFAULT_ANGLE_TOLERANCE
 ) -> float:
@@ -161,6 +218,7 @@ class GraphBatch:
     n_crystals: int
     n_orbits: int
     n_cells: torch.Tensor | None = None  # (B,) float, primitive cells per crystal; None: all 1
+    multiplicity: torch.Tensor | None = None  # (N,) float, atoms each row stands for (orbit graphs); None: all 1
 
     def cells(self) -> torch.Tensor:
         """(B,) float32 primitive cells per crystal (ones when the batch has no such record)."""
@@ -206,6 +264,10 @@ def collate(graphs: list[CrystalGraph]) -> GraphBatch:
         n_crystals=len(graphs),
         n_orbits=int(n_orbits.sum()),
         n_cells=t(np.array([float(getattr(g, "n_cells", 1.0)) for g in graphs]), torch.float32),
+        multiplicity=None if all(getattr(g, "multiplicity", None) is None for g in graphs) else t(
+            np.concatenate([np.ones(g.n_atoms, np.float32) if g.multiplicity is None else g.multiplicity for g in graphs]),
+            torch.float32,
+        ),
     )
 
 

@@ -85,6 +85,15 @@ def scatter_mean(src: torch.Tensor, index: torch.Tensor, dim_size: int) -> torch
     return total / count.view(-1, *([1] * (src.dim() - 1)))
 
 
+def crystal_mean(x: torch.Tensor, batch: GraphBatch) -> torch.Tensor:
+    """Mean of per-row ``x`` (N, ...) over each crystal's atoms (rows weighted by ``batch.multiplicity``)."""
+    if batch.multiplicity is None:
+        return scatter_mean(x, batch.crystal_index, batch.n_crystals)
+    m = batch.multiplicity.to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
+    total = scatter_sum(x * m, batch.crystal_index, batch.n_crystals)
+    return total / scatter_sum(m, batch.crystal_index, batch.n_crystals).clamp_min(1)
+
+
 def squash(s: torch.Tensor, dim: int = -1, eps: float = 1e-8) -> torch.Tensor:
     """Capsule non-linearity: keeps direction, maps length into [0, 1)."""
     sq = (s * s).sum(dim, keepdim=True)
@@ -205,8 +214,16 @@ class CapsuleRouting(nn.Module):
         self.prior = nn.Linear(width, n_capsules)
         self.votes = nn.Parameter(torch.randn(n_capsules, capsule_dim, capsule_dim) / math.sqrt(capsule_dim))
 
-    def forward(self, h: torch.Tensor, crystal: torch.Tensor, n_crystals: int, n_cells: torch.Tensor | None = None):
-        """Route atoms into capsules. ``n_cells`` (B,): primitive cells per crystal (default: ones).
+    def forward(
+        self,
+        h: torch.Tensor,
+        crystal: torch.Tensor,
+        n_crystals: int,
+        n_cells: torch.Tensor | None = None,
+        multiplicity: torch.Tensor | None = None,
+    ):
+        """Route atoms into capsules. ``n_cells`` (B,): primitive cells per crystal (default: ones);
+        ``multiplicity`` (N,): atoms each row stands for (:func:`sen.graph.orbit_graph`; default: ones).
 
         Returns ``pose`` (B, K, D), ``capsule_activation`` (B, K; sums to 1 over capsules),
         ``routing`` (N, K; rows sum to 1) and ``share`` (N, K; atom i's share of capsule k's pose,
@@ -220,15 +237,17 @@ class CapsuleRouting(nn.Module):
         votes = torch.einsum("nd,kde->nke", u, self.votes)  # (N, K, D)
         prior = self.prior(h)  # (N, K)
         logits = prior
+        weight = a if multiplicity is None else a * multiplicity  # (N,): the atoms a row stands for
         for it in range(self.iterations):
             r = torch.softmax(logits, dim=-1)  # (N, K)
             w = r * a[:, None]  # (N, K)
-            mass = scatter_sum(w, crystal, n_crystals)  # (B, K)
-            pose = scatter_sum(w[..., None] * votes, crystal, n_crystals) / (mass + eps)[..., None]
+            ws = w if multiplicity is None else r * weight[:, None]
+            mass = scatter_sum(ws, crystal, n_crystals)  # (B, K)
+            pose = scatter_sum(ws[..., None] * votes, crystal, n_crystals) / (mass + eps)[..., None]
             pose = squash(pose)  # (B, K, D)
             if it < self.iterations - 1:
                 logits = prior + (votes * pose.index_select(0, crystal)).sum(-1)  # agreement
-        total = torch.maximum(scatter_sum(a, crystal, n_crystals)[:, None], eps)  # (B, 1)
+        total = torch.maximum(scatter_sum(weight, crystal, n_crystals)[:, None], eps)  # (B, 1)
         capsule_activation = mass / total  # (B, K), sums to 1 over capsules
         # share of capsule k's pose that comes from atom i (sums to 1 over a crystal's atoms)
         share = w / (mass + eps).index_select(0, crystal)  # (N, K)
@@ -367,10 +386,12 @@ class SEN(nn.Module):
         for conv in self.convs:
             h, e = conv(h, e, batch.edge_src, batch.edge_dst)
         h = self.symmetry(h, batch)
-        pose, activation, routing, share = self.routing(h, batch.crystal_index, batch.n_crystals, batch.cells())
+        pose, activation, routing, share = self.routing(
+            h, batch.crystal_index, batch.n_crystals, batch.cells(), batch.multiplicity
+        )
         x, attention = self.capsules(pose, activation)  # (B, K, C), (B, K, K)
         out_caps, coupling = self.outputs(x, activation)  # (B, T, C), (B, T, K)
-        pooled = self.atom_readout(scatter_mean(h, batch.crystal_index, batch.n_crystals))  # (B, C)
+        pooled = self.atom_readout(crystal_mean(h, batch))  # (B, C)
         features = torch.cat([out_caps, pooled[:, None, :].expand_as(out_caps)], dim=-1)  # (B, T, 2C)
         out = self.heads(features)
         out["crystal_features"] = torch.cat([out_caps, pooled[:, None, :]], dim=1)  # (B, T + 1, C)

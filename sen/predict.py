@@ -17,17 +17,12 @@ from pymatgen.core import Structure
 from sen.checkpoint import DEFAULT_MODEL, load_model, pick_device, resolve_model_path
 from sen.checkpoint import MODELS_DIR as MODELS_DIR  # re-exported: where shipped models live (SEN_MODELS_DIR)
 from sen.errors import StructureError
-from sen.graph import GraphConfig, build_graph, collate
+from sen.graph import GraphConfig, build_graph, collate, orbit_graph
 from sen.io import DEFAULT_MAX_ATOMS, validate_structure
 from sen.model import SEN, Ensemble, SENConfig
 from sen.stacked import StackedSEN
 from sen.symmetry import SymmetryReport, analyze_symmetry
 
-#: On a CPU the stacked networks win while a batch is small (kernel launches dominate: 2-atom Si 3.0 ms
-#: against 12.9 ms in turn) and lose once it is large (six networks' activations no longer fit the caches:
-#: LiFePO4 348 edges 15.7 against 16.4 ms, 696 edges 35.6 against 26.8 ms; one core, 2026-12-01). On CUDA
-#: launches always dominate, so the stacked path is always taken there.
-STACKED_MAX_EDGES = 400
 
 
 class Predictor:
@@ -50,6 +45,10 @@ class Predictor:
         self.path = path  # the model.pt this predictor was loaded from, if any
         self.max_atoms = DEFAULT_MAX_ATOMS  # bound the work one call can trigger
         # an ensemble of SEN networks runs as one stacked network (the same numbers, a fraction of the time)
+        # SEN networks can be given one row per Wyckoff orbit (sen.graph.orbit_graph: the same numbers);
+        # other models (the CGCNN baseline) are given every atom
+        members = model.members if isinstance(model, Ensemble) else [model]
+        self.orbit_rows = all(type(m) is SEN for m in members)
         self.stacked = None
         if isinstance(model, Ensemble) and all(type(m) is SEN for m in model.members):
             try:
@@ -108,6 +107,12 @@ class Predictor:
             reports.append(report)
         return graphs, reports
 
+    def _batch(self, graphs: list):
+        """One batch of ``graphs`` on the device, with one row per Wyckoff orbit where that gives the same numbers."""
+        if self.orbit_rows:
+            graphs = [orbit_graph(g) or g for g in graphs]
+        return collate(graphs).to(self.device)
+
     @torch.inference_mode()
     def predict(self, structures: Structure | Sequence[Structure], batch_size: int = 64) -> list[dict]:
         """Predict for one or many structures; one dict per structure.
@@ -124,7 +129,7 @@ class Predictor:
         results: list[dict] = []
         for start in range(0, len(structures), batch_size):
             graphs, reports = self._graphs(structures[start : start + batch_size])
-            out = self._forward(collate(graphs).to(self.device))
+            out = self._forward(self._batch(graphs))
             for row, report in zip(self._rows(out, len(graphs)), reports, strict=False):
                 row.update(space_group_symbol=report.space_group_symbol, space_group_number=report.space_group_number)
                 results.append(row)
@@ -132,7 +137,7 @@ class Predictor:
 
     def _forward(self, batch, explain: bool = False, per_network: bool = False):
         """The model's outputs for ``batch`` (with ``per_network``: also each network's own outputs)."""
-        if self.stacked is not None and (self.device.type == "cuda" or batch.edge_src.numel() <= STACKED_MAX_EDGES):
+        if self.stacked is not None:  # the networks together (in groups of members for large batches on a CPU)
             outs = self.stacked(batch, explain=explain)
             out = self.model.combine(outs, batch.crystal_index if explain else None)
         elif per_network and isinstance(self.model, Ensemble):  # each network once, combined as the ensemble does
@@ -172,7 +177,7 @@ class Predictor:
         parts = []
         for start in range(0, len(structures), batch_size):
             graphs, _ = self._graphs(structures[start : start + batch_size])
-            parts.append(crystal_features(self._forward(collate(graphs).to(self.device), per_network=True)[1]))
+            parts.append(crystal_features(self._forward(self._batch(graphs), per_network=True)[1]))
         return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
 
     def _rows(self, out: dict[str, torch.Tensor], n: int) -> list[dict]:

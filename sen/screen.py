@@ -475,17 +475,18 @@ class Runner:
 
         p = self.predictor
         forward = getattr(p, "_forward", p.model)  # the stacked ensemble Predictor.predict runs, when there is one
+        to_batch = getattr(p, "_batch", lambda gs: collate(gs).to(p.device))  # orbit rows, as Predictor.predict
         for start in range(0, len(graphs), self.batch_size):
             part, part_rows = graphs[start : start + self.batch_size], rows[start : start + self.batch_size]
             try:
                 with torch.inference_mode():
-                    preds = p._rows(forward(collate(part).to(p.device)), len(part))
+                    preds = p._rows(forward(to_batch(part)), len(part))
             except Exception:  # one crystal that breaks the batch: predict one by one
                 preds = []
                 for g in part:
                     try:
                         with torch.inference_mode():
-                            preds.append(p._rows(forward(collate([g]).to(p.device)), 1)[0])
+                            preds.append(p._rows(forward(to_batch([g])), 1)[0])
                     except Exception as exc:
                         preds.append({"error": f"prediction failed ({type(exc).__name__}: {first_line(exc)})"})
             for row, pred in zip(part_rows, preds, strict=True):

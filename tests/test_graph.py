@@ -220,3 +220,58 @@ def test_n_cells_travels_through_collate_and_the_cache(crystals, tmp_path):
     older = {k: v for k, v in again.__dict__.items() if not k.startswith("_") and k != "n_cells"}
     assert PackedGraphs(**older).graph(1).n_cells == 1.0  # a cache from before the field: primitive cells
     assert GraphConfig().key().endswith("-v3")  # features changed: caches of v2 are not reused
+
+
+# ----------------------------------------------------------------------------- one row per Wyckoff orbit
+
+
+def test_orbit_graph_has_a_row_per_orbit_and_the_edges_into_it(crystals):
+    from sen.graph import orbit_graph
+
+    for name in ("NaCl", "TiO2", "Al2O3"):
+        s = crystals[name]
+        graph = build_graph(s)
+        rows = orbit_graph(graph)
+        n_orbits = int(graph.orbit_index.max()) + 1
+        assert rows is not None and rows.n_atoms == n_orbits, name
+        assert rows.multiplicity.sum() == len(s) and (rows.orbit_index == np.arange(n_orbits)).all()
+        first = np.unique(graph.orbit_index, return_index=True)[1]
+        assert (rows.atomic_numbers == graph.atomic_numbers[first]).all()
+        # each row keeps its first atom's edges: as many, from the same orbits, at the same lengths
+        for k, atom in enumerate(first):
+            theirs = graph.edge_dst == atom
+            mine = rows.edge_dst == k
+            assert mine.sum() == theirs.sum()
+            assert sorted(rows.edge_src[mine]) == sorted(graph.orbit_index[graph.edge_src[theirs]])
+            np.testing.assert_allclose(np.sort(rows.edge_length[mine]), np.sort(graph.edge_length[theirs]), atol=1e-6)
+
+
+def test_orbit_graph_of_a_supercell_is_the_primitive_cells(crystals):
+    from sen.graph import orbit_graph
+
+    s = crystals["TiO2"]
+    small, big = orbit_graph(build_graph(s)), orbit_graph(build_graph(s * (2, 1, 3)))
+    assert big.n_atoms == small.n_atoms and (big.multiplicity == 6 * small.multiplicity).all()
+    np.testing.assert_allclose(np.sort(big.edge_length), np.sort(small.edge_length), atol=1e-5)
+
+
+def test_orbit_graph_refuses_what_would_change_the_numbers(crystals):
+    from sen.graph import orbit_graph
+
+    assert orbit_graph(build_graph(crystals["CsCl"])) is None  # every orbit has one atom: nothing to merge
+    s = crystals["NaCl"].copy()
+    s.translate_sites([0], [0.003, 0.0, 0.0], frac_coords=False)  # still Fm-3m at 0.01 Å, edges now differ
+    graph = build_graph(s)
+    assert analyze_symmetry(s).space_group_number == 225
+    assert orbit_graph(graph) is None
+    assert orbit_graph(graph, tolerance=0.01) is not None  # within a looser tolerance it would merge
+
+
+def test_orbit_graphs_collate_with_full_graphs(crystals):
+    from sen.graph import orbit_graph
+
+    rows = orbit_graph(build_graph(crystals["NaCl"]))
+    full = build_graph(crystals["CsCl"])
+    batch = collate([rows, full])
+    assert batch.multiplicity.tolist() == [*rows.multiplicity.tolist(), 1.0, 1.0]
+    assert collate([full]).multiplicity is None

@@ -232,11 +232,11 @@ def test_nearest_warns_outside_the_domain(shipped):
 
 
 def test_embed_matches_both_paths_and_projection(shipped, predictor):
-    from sen.predict import STACKED_MAX_EDGES
+    from sen.stacked import MAX_EDGE_ROWS
 
     structures = [read_structure(ROOT / "assets" / "examples" / f) for f in ("nacl_rocksalt.cif", "cu_fcc.cif")]
     graphs, _ = predictor._graphs(structures)
-    assert sum(len(g.edge_src) for g in graphs) <= STACKED_MAX_EDGES  # small: the stacked networks run
+    assert 6 * sum(len(g.edge_src) for g in graphs) <= MAX_EDGE_ROWS  # small: the six networks run together
     stacked = predictor.embed(structures)
     assert stacked.shape == (2, 6 * 3 * 64) and stacked.dtype == np.float32
     saved, predictor.stacked = predictor.stacked, None  # the networks one after the other: the same features

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-import sen.predict
+import sen.stacked
 from sen.graph import collate
 from sen.io import read_structure
 from sen.model import SEN, Ensemble
@@ -46,8 +47,9 @@ def test_stacked_networks_give_each_networks_outputs(crystals, small_config):
             _assert_same(mine, net(batch, explain=True))
 
 
-def test_predictor_runs_an_ensemble_stacked_with_the_loops_numbers(crystals, small_config, monkeypatch):
-    monkeypatch.setattr(sen.predict, "STACKED_MAX_EDGES", 10**9)  # the stacked path for every batch size
+@pytest.mark.parametrize("max_edge_rows", [10**9, 1])  # all members together; one member at a time
+def test_predictor_runs_an_ensemble_stacked_with_the_loops_numbers(crystals, small_config, monkeypatch, max_edge_rows):
+    monkeypatch.setattr(sen.stacked, "MAX_EDGE_ROWS", max_edge_rows)
     ensemble = Ensemble(_networks(small_config))
     predictor = Predictor(ensemble, device="cpu")
     assert predictor.stacked is not None
@@ -61,8 +63,7 @@ def test_predictor_runs_an_ensemble_stacked_with_the_loops_numbers(crystals, sma
             assert a[key] == pytest.approx(b[key], abs=1e-5), key
 
 
-def test_shipped_ensemble_stacked_equals_its_networks_and_explains_every_network(monkeypatch):
-    monkeypatch.setattr(sen.predict, "STACKED_MAX_EDGES", 10**9)
+def test_shipped_ensemble_stacked_equals_its_networks_and_explains_every_network():
     predictor = Predictor.load(device="cpu")
     assert predictor.stacked is not None and predictor.n_members == 6
     structures = [read_structure(EXAMPLES / f) for f in ("lifepo4_olivine.cif", "cu_fcc.cif", "al2sio5_kyanite.cif")]
@@ -88,3 +89,28 @@ def test_networks_of_different_shapes_are_not_stacked(small_config):
 
     with pytest.raises(ValueError, match="one shape"):
         StackedSEN([SEN(small_config), SEN(replace(small_config, width=8))])
+
+
+def test_orbit_rows_give_every_atoms_numbers_with_the_shipped_weights():
+    """Predictor.predict runs the shipped networks on one row per Wyckoff orbit: the numbers of every atom."""
+    from sen.graph import orbit_graph
+
+    predictor = Predictor.load(device="cpu")
+    names = ("lifepo4_olivine.cif", "al2sio5_kyanite.cif", "nacl_rocksalt.cif", "srtio3_perovskite.cif")
+    structures = [read_structure(EXAMPLES / f) for f in names]
+    structures.append(structures[0] * (2, 1, 1))
+    graphs, _ = predictor._graphs(structures)
+    rows = [orbit_graph(g) for g in graphs]
+    assert all(r is not None and r.n_atoms < g.n_atoms for r, g in zip(rows, graphs, strict=True))
+    assert rows[0].n_atoms == rows[-1].n_atoms  # the supercell has the same orbits
+    fast = predictor.predict(structures)
+    embed = predictor.embed(structures)
+    predictor.orbit_rows = False
+    slow = predictor.predict(structures)
+    assert np.allclose(predictor.embed(structures), embed, atol=1e-5)
+    for a, b in zip(fast, slow, strict=True):
+        for key in a:
+            assert a[key] == pytest.approx(b[key], abs=1e-5), key
+    with torch.inference_mode():  # one network alone on orbit rows, too
+        net = predictor.model.members[0]
+        _assert_same(net(collate(rows[:2])), net(collate(graphs[:2])))
