@@ -24,7 +24,6 @@ from sen.stacked import StackedSEN
 from sen.symmetry import SymmetryReport, analyze_symmetry
 
 
-
 class Predictor:
     """A trained SEN model ready to predict band gaps and formation energies."""
 
