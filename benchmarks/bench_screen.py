@@ -60,8 +60,8 @@ json.dump({"seconds": time.perf_counter() - t0, "rows": out}, open(sys.argv[2], 
 """
 
 
-def make_input(n: int, path: Path) -> int:
-    """The first ``n`` records of the MP data (files in name order) as one gzip JSON Lines file."""
+def make_input(n: int, path: Path, only: set[str] | None = None) -> int:
+    """The first ``n`` records of the MP data (files in name order; with ``only``, those ids) as one gzip JSON Lines file."""
     written = 0
     with gzip.open(path, "wt", encoding="utf-8") as out:
         for f in sorted(DATA.glob("part-*.jsonl.gz")):
@@ -69,7 +69,7 @@ def make_input(n: int, path: Path) -> int:
                 for line in fh:
                     if written >= n:
                         return written
-                    if line.strip():
+                    if line.strip() and (only is None or json.loads(line)["material_id"] in only):
                         out.write(line)
                         written += 1
     return written
@@ -125,7 +125,11 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=20000, help="crystals (default 20,000)")
     ap.add_argument("--configs", default="predict,local-1,local-2,ray")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "screen.json"))
+    ap.add_argument("--split", choices=("train", "val", "test"), help="only crystals of this split of sen_mp")
     args = ap.parse_args()
+    only = None
+    if args.split:
+        only = set(json.loads((ROOT / "sen" / "models" / "sen_mp" / "split.json").read_text())[args.split])
     env = {**os.environ, "SEN_THREADS": "1", "PYTHONPATH": str(ROOT)}
     py = sys.executable
     result = {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu_cores": psutil.cpu_count(), "n_requested": args.n,
@@ -133,7 +137,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         data = tmp / "crystals.jsonl.gz"
-        result["n"] = make_input(args.n, data)
+        result["n"] = make_input(args.n, data, only)
+        result["split"] = args.split or "all"
         expected = None
         for name in args.configs.split(","):
             if name == "predict":

@@ -106,6 +106,9 @@ class StackedSEN(nn.Module):
             self._add(key, torch.stack([s[key] for s in states]).detach())
         self.register_buffer("descriptors", first.atoms.descriptors.clone(), persistent=False)
         self._fold_edge_biases()
+        for name in [n for n, w in self._buffers.items() if w.dim() == 3 and n.endswith("weight")]:
+            # Linear weights (M, out, in) also as (M, in, out), the layout the batched products read
+            self.register_buffer("T" + name, self._buffers[name].transpose(1, 2).contiguous(), persistent=False)
 
     def _add(self, name: str, value: torch.Tensor) -> None:
         self.register_buffer(name.replace(".", "__"), value.contiguous(), persistent=False)
@@ -135,7 +138,7 @@ class StackedSEN(nn.Module):
 
     def lin(self, x: torch.Tensor, name: str, sl: slice, bias: bool = True, weight: str = ".weight") -> torch.Tensor:
         """Each network's Linear ``name``: x (m, ..., in), or rows shared by every network (R, in) -> (m, ..., out)."""
-        w = self._w(name + weight, sl).transpose(1, 2)  # (m, in, out)
+        w = self._buffers["T" + (name + weight).replace(".", "__")][sl]  # (m, in, out)
         m = w.shape[0]
         if x.dim() == 2:  # the same rows for every network (element descriptors, distances, site orders)
             x = x.expand(m, *x.shape)
@@ -164,13 +167,13 @@ class StackedSEN(nn.Module):
         m, n, width = h.shape
         nodes = self.lin(h, f"fold.{p}nodes", sl)  # (m, N, 4W): destination and source terms
         z = F.embedding_bag(rows.edge_pairs(n), nodes.view(m * n * 2, 2 * width), mode="sum")  # (m * E, 2W)
-        z = z.view(m, -1, 2 * width).baddbmm_(e, self._w(p + "edge.weight", sl).transpose(1, 2))
+        z = z.view(m, -1, 2 * width).baddbmm_(e, self._buffers[f"Tconvs__{k}__edge__weight"][sl])
         gate, core = z.chunk(2, dim=-1)
         msg = torch.sigmoid(gate) * F.silu(core)  # (m, E, W)
         agg = rows.sum_rows(msg, "dst", batch.edge_dst, n)
         h = h + self.lin(F.silu(self.norm(agg, p + "node_norm", sl)), p + "node_out", sl)
         if not last:  # the bias of the edge update is folded into the next convolutions' node terms
-            e = e.baddbmm_(msg, self._w(p + "edge_out.weight", sl).transpose(1, 2))
+            e = e.baddbmm_(msg, self._buffers[f"Tconvs__{k}__edge_out__weight"][sl])
         return h, e
 
     def symmetry(self, h: torch.Tensor, rows: _Rows, sl: slice) -> torch.Tensor:
