@@ -9,7 +9,7 @@ which other crystals share its batch.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -72,6 +72,8 @@ class CrystalGraph:
     #: (N,) float32 atoms of the cell each row stands for: None for a graph of every atom (all 1); set in
     #: the graph :func:`orbit_graph` makes, whose rows are the Wyckoff orbits of a symmetric graph
     multiplicity: np.ndarray | None = None
+    #: (E,) float32 edges each edge stands for: None for a graph of every edge (all 1); set by :func:`merge_edges`
+    edge_count: np.ndarray | None = None
 
     @property
     def n_atoms(self) -> int:
@@ -192,6 +194,38 @@ def orbit_graph(graph: CrystalGraph, tolerance: float = ORBIT_LENGTH_TOLERANCE) 
     )
 
 
+#: Largest difference (Å) between the lengths of two edges that :func:`merge_edges` computes once.
+EDGE_MERGE_TOLERANCE = 1e-5
+
+
+def merge_edges(graph: CrystalGraph, tolerance: float = EDGE_MERGE_TOLERANCE) -> CrystalGraph:
+    """The same graph with each set of equal edges computed once: ``edge_count`` says how many it stands for.
+
+    Edges into the same row from the same row (periodic images, or, in an :func:`orbit_graph`, atoms of one
+    orbit) at the same length carry the same features through every layer, so one of them, counted that many
+    times in each row's sum of messages, gives the same numbers. Lengths within ``tolerance`` of each other
+    (in a chain of sorted lengths) are merged at their mean. Returns ``graph`` itself when nothing merges.
+    """
+    if graph.edge_count is not None or len(graph.edge_src) < 2:
+        return graph
+    length = graph.edge_length.astype(np.float64)
+    order = np.lexsort((length, graph.edge_src, graph.edge_dst))
+    dst, src, length = graph.edge_dst[order], graph.edge_src[order], length[order]
+    start = np.ones(len(dst), dtype=bool)
+    start[1:] = (dst[1:] != dst[:-1]) | (src[1:] != src[:-1]) | (np.diff(length) > tolerance)
+    if start.all():
+        return graph
+    group = np.cumsum(start) - 1
+    count = np.bincount(group)
+    return replace(
+        graph,
+        edge_src=src[start],
+        edge_dst=dst[start],
+        edge_length=(np.bincount(group, weights=length) / count).astype(np.float32),
+        edge_count=count.astype(np.float32),
+    )
+
+
 def primitive_cell_count(
     structure: Structure, symprec: float = DEFAULT_SYMPREC, angle_tolerance: float = DEFAULT_ANGLE_TOLERANCE
 ) -> float:
@@ -219,6 +253,7 @@ class GraphBatch:
     n_orbits: int
     n_cells: torch.Tensor | None = None  # (B,) float, primitive cells per crystal; None: all 1
     multiplicity: torch.Tensor | None = None  # (N,) float, atoms each row stands for (orbit graphs); None: all 1
+    edge_count: torch.Tensor | None = None  # (E,) float, edges each edge stands for (merge_edges); None: all 1
 
     def cells(self) -> torch.Tensor:
         """(B,) float32 primitive cells per crystal (ones when the batch has no such record)."""
@@ -266,6 +301,10 @@ def collate(graphs: list[CrystalGraph]) -> GraphBatch:
         n_cells=t(np.array([float(getattr(g, "n_cells", 1.0)) for g in graphs]), torch.float32),
         multiplicity=None if all(getattr(g, "multiplicity", None) is None for g in graphs) else t(
             np.concatenate([np.ones(g.n_atoms, np.float32) if g.multiplicity is None else g.multiplicity for g in graphs]),
+            torch.float32,
+        ),
+        edge_count=None if all(getattr(g, "edge_count", None) is None for g in graphs) else t(
+            np.concatenate([np.ones(len(g.edge_src), np.float32) if g.edge_count is None else g.edge_count for g in graphs]),
             torch.float32,
         ),
     )

@@ -149,13 +149,13 @@ class EdgeGatedConv(nn.Module):
         self.edge_out = nn.Linear(width, width)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, h, e, src, dst):  # h (N, W), e (E, W)
+    def forward(self, h, e, src, dst, count=None):  # h (N, W), e (E, W); count (E,): edges each stands for
         # Linear maps of node features are done per node, then gathered (cheaper than per edge);
         # index_select, not h[idx]: the same gather, several times faster on CPUs
         z = self.dst(h).index_select(0, dst) + self.src(h).index_select(0, src) + self.edge(e)  # (E, 2W)
         gate, core = z.chunk(2, dim=-1)
         msg = torch.sigmoid(gate) * F.silu(core)  # (E, W)
-        agg = scatter_sum(msg, dst, h.shape[0])  # (N, W)
+        agg = scatter_sum(msg if count is None else msg * count[:, None], dst, h.shape[0])  # (N, W)
         h = h + self.drop(self.node_out(F.silu(self.node_norm(agg))))
         e = e + self.edge_out(msg)
         return h, e
@@ -384,7 +384,7 @@ class SEN(nn.Module):
         h = self.atoms(batch.atomic_numbers)  # (N, W)
         e = self.edge_embed(expanded_distances)  # (E, W)
         for conv in self.convs:
-            h, e = conv(h, e, batch.edge_src, batch.edge_dst)
+            h, e = conv(h, e, batch.edge_src, batch.edge_dst, batch.edge_count)
         h = self.symmetry(h, batch)
         pose, activation, routing, share = self.routing(
             h, batch.crystal_index, batch.n_crystals, batch.cells(), batch.multiplicity

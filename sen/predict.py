@@ -17,7 +17,7 @@ from pymatgen.core import Structure
 from sen.checkpoint import DEFAULT_MODEL, load_model, pick_device, resolve_model_path
 from sen.checkpoint import MODELS_DIR as MODELS_DIR  # re-exported: where shipped models live (SEN_MODELS_DIR)
 from sen.errors import StructureError
-from sen.graph import GraphConfig, build_graph, collate, orbit_graph
+from sen.graph import GraphConfig, build_graph, collate, merge_edges, orbit_graph
 from sen.io import DEFAULT_MAX_ATOMS, validate_structure
 from sen.model import SEN, Ensemble, SENConfig
 from sen.stacked import StackedSEN
@@ -107,9 +107,10 @@ class Predictor:
         return graphs, reports
 
     def _batch(self, graphs: list):
-        """One batch of ``graphs`` on the device, with one row per Wyckoff orbit where that gives the same numbers."""
+        """One batch of ``graphs`` on the device, with one row per Wyckoff orbit and equal edges merged where that
+        gives the same numbers (:func:`~sen.graph.orbit_graph`, :func:`~sen.graph.merge_edges`)."""
         if self.orbit_rows:
-            graphs = [orbit_graph(g) or g for g in graphs]
+            graphs = [merge_edges(orbit_graph(g) or g) for g in graphs]
         return collate(graphs).to(self.device)
 
     @torch.inference_mode()

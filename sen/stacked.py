@@ -170,7 +170,8 @@ class StackedSEN(nn.Module):
         z = z.view(m, -1, 2 * width).baddbmm_(e, self._buffers[f"Tconvs__{k}__edge__weight"][sl])
         gate, core = z.chunk(2, dim=-1)
         msg = torch.sigmoid(gate) * F.silu(core)  # (m, E, W)
-        agg = rows.sum_rows(msg, "dst", batch.edge_dst, n)
+        weighted = msg if batch.edge_count is None else msg * batch.edge_count[:, None]  # merged edges count n times
+        agg = rows.sum_rows(weighted, "dst", batch.edge_dst, n)
         h = h + self.lin(F.silu(self.norm(agg, p + "node_norm", sl)), p + "node_out", sl)
         if not last:  # the bias of the edge update is folded into the next convolutions' node terms
             e = e.baddbmm_(msg, self._buffers[f"Tconvs__{k}__edge_out__weight"][sl])

@@ -275,3 +275,29 @@ def test_orbit_graphs_collate_with_full_graphs(crystals):
     batch = collate([rows, full])
     assert batch.multiplicity.tolist() == [*rows.multiplicity.tolist(), 1.0, 1.0]
     assert collate([full]).multiplicity is None
+
+
+def test_merge_edges_computes_equal_edges_once(crystals):
+    from sen.graph import merge_edges, orbit_graph
+
+    cu = build_graph(crystals["Cu"].get_primitive_structure())  # one atom: its 12 nearest images are one edge
+    merged = merge_edges(cu)
+    assert len(cu.edge_src) == 12 and len(merged.edge_src) == 1 and merged.edge_count.tolist() == [12.0]
+    assert merged.edge_length[0] == pytest.approx(float(cu.edge_length.mean()), abs=1e-6)
+    for name in ("TiO2", "Al2O3"):
+        rows = orbit_graph(build_graph(crystals[name]))
+        merged = merge_edges(rows)
+        assert merged.edge_count.sum() == len(rows.edge_src) and len(merged.edge_src) < len(rows.edge_src)
+        for k in range(rows.n_atoms):  # every row keeps its multiset of (source, length)
+            theirs = rows.edge_dst == k
+            a = sorted((int(s), round(float(x), 4)) for s, x in zip(rows.edge_src[theirs], rows.edge_length[theirs], strict=True))
+            mine = merged.edge_dst == k
+            b = sorted(
+                (int(s), round(float(x), 4))
+                for s, x, c in zip(merged.edge_src[mine], merged.edge_length[mine], merged.edge_count[mine], strict=True)
+                for _ in range(int(c))
+            )
+            assert a == b
+    unequal = build_graph(crystals["CsCl"])  # every edge differs in source or length from the others of its row
+    assert merge_edges(unequal, tolerance=0.0) is not None
+    assert collate([merge_edges(cu), unequal]).edge_count.tolist() == [12.0] + [1.0] * len(unequal.edge_src)
