@@ -128,6 +128,17 @@ class StackedSEN(nn.Module):
             self._add(f"fold.{p}nodes.weight", torch.cat([self._w(p + "dst.weight"), self._w(p + "src.weight")], 1))
             self._add(f"fold.{p}nodes.bias", torch.cat([dst_bias, torch.zeros_like(dst_bias)], 1))
             c = c + self._w(p + "edge_out.bias")
+        # every element's starting features (embedding + projected descriptors) as one table, (M, Z, W)
+        table = torch.baddbmm(self._w("atoms.project.bias")[:, None, :],
+                              self.descriptors.expand(self.n_members, *self.descriptors.shape),
+                              self._w("atoms.project.weight").transpose(1, 2))  # fmt: skip
+        self._add("fold.atoms.weight", self._w("atoms.embed.weight") + table)
+        # the three maps routing reads from h, and the two output-capsule maps of x, as one product each
+        parts = ("routing.pose", "routing.activation", "routing.prior")
+        self._add("fold.routing.weight", torch.cat([self._w(n + ".weight") for n in parts], 1))
+        self._add("fold.routing.bias", torch.cat([self._w(n + ".bias") for n in parts], 1))
+        self._add("fold.outputs.weight", torch.cat([self._w("outputs.key.weight"), self._w("outputs.value.weight")], 1))
+        self._add("fold.outputs.bias", torch.cat([self._w("outputs.key.bias"), self._w("outputs.value.bias")], 1))
 
     def _w(self, name: str, members: slice | None = None) -> torch.Tensor:
         """Stacked weights by their name in one network's state_dict, e.g. ``convs.0.dst.weight`` (M, 2W, W)."""
@@ -136,17 +147,28 @@ class StackedSEN(nn.Module):
 
     # ------------------------------------------------------------------ layers with stacked weights
 
+    def _apply(self, fn, recurse=True):  # .to(), .cuda(), ...: the cached views below point at the old tensors
+        self._lin_cache = {}
+        return super()._apply(fn, recurse)
+
+    def _lin_params(self, name: str, sl: slice, bias: bool, weight: str):
+        """(weights (m, in, out), bias (m, 1, out) or None) of Linear ``name`` for members ``sl``, cached."""
+        cache = self.__dict__.setdefault("_lin_cache", {})
+        key = (name, sl.start, sl.stop, bias, weight)
+        if key not in cache:
+            w = self._buffers["T" + (name + weight).replace(".", "__")][sl]
+            b = self._w(name + weight.replace("weight", "bias"), sl)[:, None, :] if bias else None
+            cache[key] = (w, b)
+        return cache[key]
+
     def lin(self, x: torch.Tensor, name: str, sl: slice, bias: bool = True, weight: str = ".weight") -> torch.Tensor:
         """Each network's Linear ``name``: x (m, ..., in), or rows shared by every network (R, in) -> (m, ..., out)."""
-        w = self._buffers["T" + (name + weight).replace(".", "__")][sl]  # (m, in, out)
+        w, b = self._lin_params(name, sl, bias, weight)  # (m, in, out), (m, 1, out)
         m = w.shape[0]
         if x.dim() == 2:  # the same rows for every network (element descriptors, distances, site orders)
             x = x.expand(m, *x.shape)
         flat = x.reshape(m, -1, x.shape[-1])
-        if bias:
-            out = torch.baddbmm(self._w(name + weight.replace("weight", "bias"), sl)[:, None, :], flat, w)
-        else:
-            out = torch.bmm(flat, w)
+        out = torch.bmm(flat, w) if b is None else torch.baddbmm(b, flat, w)
         return out.reshape(*x.shape[:-1], w.shape[-1])
 
     def norm(self, x: torch.Tensor, name: str, sl: slice) -> torch.Tensor:
@@ -197,10 +219,12 @@ class StackedSEN(nn.Module):
         batch = rows.batch
         crystal, b = batch.crystal_index, batch.n_crystals
         eps = (CapsuleRouting.EPS * batch.cells().to(h.dtype))[None, :, None]  # (1, B, 1)
-        u = squash(self.lin(h, "routing.pose", sl))  # (m, N, D)
-        a = torch.sigmoid(self.lin(h, "routing.activation", sl)).squeeze(-1)  # (m, N)
+        d = self.config.capsule_dim
+        pose_act_prior = self.lin(h, "fold.routing", sl)  # (m, N, D + 1 + K): pose, activation, prior
+        u = squash(pose_act_prior[..., :d])  # (m, N, D)
+        a = torch.sigmoid(pose_act_prior[..., d])  # (m, N)
         votes = torch.einsum("mnd,mkde->mnke", u, self._w("routing.votes", sl))  # (m, N, K, D)
-        prior = logits = self.lin(h, "routing.prior", sl)  # (m, N, K)
+        prior = logits = pose_act_prior[..., d + 1 :]  # (m, N, K)
         weight = a if batch.multiplicity is None else a * batch.multiplicity  # (m, N): the atoms a row stands for
         for it in range(self.config.routing_iterations):
             r = torch.softmax(logits, dim=-1)
@@ -231,10 +255,12 @@ class StackedSEN(nn.Module):
         return x, attention.mean(2)
 
     def outputs(self, x: torch.Tensor, activation: torch.Tensor, sl: slice):
-        scale = 1.0 / math.sqrt(x.shape[-1])
-        logits = torch.einsum("mtc,mbkc->mbtk", self._w("outputs.queries", sl), self.lin(x, "outputs.key", sl))
+        c = x.shape[-1]
+        scale = 1.0 / math.sqrt(c)
+        key, value = self.lin(x, "fold.outputs", sl).split(c, dim=-1)  # one product for both maps
+        logits = torch.einsum("mtc,mbkc->mbtk", self._w("outputs.queries", sl), key)
         coupling = torch.softmax(logits * scale + torch.log(activation + 1e-6)[:, :, None, :], dim=-1)  # (m, B, T, K)
-        return torch.einsum("mbtk,mbkc->mbtc", coupling, self.lin(x, "outputs.value", sl)), coupling
+        return torch.einsum("mbtk,mbkc->mbtc", coupling, value), coupling
 
     def heads(self, features: torch.Tensor, sl: slice) -> list[dict[str, torch.Tensor]]:
         out: dict[str, torch.Tensor] = {}
@@ -271,7 +297,7 @@ class StackedSEN(nn.Module):
     def _run(self, batch: GraphBatch, rbf: torch.Tensor, sl: slice, explain: bool) -> list[dict[str, torch.Tensor]]:
         rows = _Rows(sl.stop - sl.start, batch)
         z = batch.atomic_numbers
-        h = self.embed(z, "atoms.embed", sl) + self.lin(self.descriptors.index_select(0, z), "atoms.project", sl)
+        h = self.embed(z, "fold.atoms", sl)  # embedding + projected element descriptors
         e = self.lin(rbf, "edge_embed", sl, bias=False)  # its bias is folded into the convolutions
         for k in range(self.config.n_conv):
             h, e = self.conv(k, h, e, rows, sl, last=k == self.config.n_conv - 1)
