@@ -114,3 +114,17 @@ def test_orbit_rows_give_every_atoms_numbers_with_the_shipped_weights():
     with torch.inference_mode():  # one network alone on orbit rows, too
         net = predictor.model.members[0]
         _assert_same(net(collate(rows[:2])), net(collate(graphs[:2])))
+
+
+def test_moving_the_stacked_networks_drops_their_cached_weight_views(crystals, small_config):
+    nets = _networks(small_config, 2)
+    stacked = StackedSEN(nets)
+    graphs, _ = Predictor(nets[0], device="cpu")._graphs([crystals["NaCl"]])
+    before = stacked(collate(graphs))
+    assert stacked._lin_cache  # views of the weights, built on first use
+    stacked.to(torch.float64)
+    assert not stacked._lin_cache and stacked._buffers["Tfold__routing__weight"].dtype == torch.float64
+    stacked.to(torch.float32)
+    after = stacked(collate(graphs))
+    for a, b in zip(before, after, strict=True):
+        _assert_same(a, b)
