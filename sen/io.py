@@ -342,7 +342,7 @@ def _longest_line(text: str) -> int:
 def _parse_cif(text: str) -> Structure:
     from sen.io_cif import parse_plain_p1
 
-    plain = parse_plain_p1(text)  # pymatgen's structure, 10-20x sooner, for the plain P1 files it recognises
+    plain = parse_plain_p1(text)  # pymatgen's own structure, 5x sooner, for the plain P1 files it recognises
     if plain is not None:
         return plain
     from pymatgen.io.cif import CifParser

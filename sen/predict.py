@@ -43,11 +43,11 @@ class Predictor:
         self.name = name
         self.path = path  # the model.pt this predictor was loaded from, if any
         self.max_atoms = DEFAULT_MAX_ATOMS  # bound the work one call can trigger
-        # an ensemble of SEN networks runs as one stacked network (the same numbers, a fraction of the time)
         # SEN networks can be given one row per Wyckoff orbit (sen.graph.orbit_graph: the same numbers);
         # other models (the CGCNN baseline) are given every atom
         members = model.members if isinstance(model, Ensemble) else [model]
         self.orbit_rows = all(type(m) is SEN for m in members)
+        # an ensemble of SEN networks runs as one stacked network (the same numbers, a fraction of the time)
         self.stacked = None
         if isinstance(model, Ensemble) and all(type(m) is SEN for m in model.members):
             try:
