@@ -91,13 +91,37 @@ def neighbor_edges(
 
     Every neighbour within ``tie_tolerance`` Å of the k-th distance is kept too, so the
     cap never breaks a tie arbitrarily. Returns ``(src, dst, length)``.
+
+    The neighbours are first searched within :data:`FIRST_SEARCH_RADIUS` (a few times fewer pairs than
+    the cutoff's sphere); that search is kept only when it already holds every edge the cutoff would give
+    (each atom has ``max_neighbors`` neighbours in it, and its k-th distance plus the tie tolerance stays
+    inside it), else the search is repeated at the cutoff.
     """
+    first = min(FIRST_SEARCH_RADIUS, cutoff)
+    for radius in (first, cutoff) if first < cutoff else (cutoff,):
+        found = _kept_neighbors(structure, radius, max_neighbors, tie_tolerance)
+        if found is None:  # no neighbour at all within this radius
+            if radius < cutoff:
+                continue
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty, np.zeros(0, dtype=np.float32)
+        (src, dst, length), kth = found
+        if radius >= cutoff or kth.max() + tie_tolerance < radius:
+            return src, dst, length
+    raise AssertionError("unreachable: the search at the cutoff returns")
+
+
+#: Radius (Å) of the first neighbour search of :func:`neighbor_edges` (exact either way).
+FIRST_SEARCH_RADIUS = 5.0
+
+
+def _kept_neighbors(structure: Structure, radius: float, max_neighbors: int, tie_tolerance: float):
+    """The kept edges among the neighbours within ``radius``, and each atom's k-th distance (inf if fewer)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        centers, neighbors, _, dists = structure.get_neighbor_list(cutoff)
+        centers, neighbors, _, dists = structure.get_neighbor_list(radius)
     if len(dists) == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, np.zeros(0, dtype=np.float32)
+        return None
     # Sort by (center, distance) so each atom's neighbours are contiguous and ordered.
     order = np.lexsort((dists, centers))
     centers, neighbors, dists = centers[order], neighbors[order], dists[order]
@@ -109,11 +133,8 @@ def neighbor_edges(
     has_k = counts >= max_neighbors
     kth[has_k] = dists[starts[has_k] + max_neighbors - 1]
     keep = (rank < max_neighbors) | (dists <= kth[centers] + tie_tolerance)
-    return (
-        neighbors[keep].astype(np.int64),
-        centers[keep].astype(np.int64),
-        dists[keep].astype(np.float32),
-    )
+    edges = (neighbors[keep].astype(np.int64), centers[keep].astype(np.int64), dists[keep].astype(np.float32))
+    return edges, kth
 
 
 def build_graph(

@@ -301,3 +301,17 @@ def test_merge_edges_computes_equal_edges_once(crystals):
     unequal = build_graph(crystals["CsCl"])  # every edge differs in source or length from the others of its row
     assert merge_edges(unequal, tolerance=0.0) is not None
     assert collate([merge_edges(cu), unequal]).edge_count.tolist() == [12.0] + [1.0] * len(unequal.edge_src)
+
+
+@pytest.mark.parametrize("cell", [3.0, 6.0, 9.0])  # dense, none within the first radius, none at all
+def test_first_neighbour_search_gives_the_cutoffs_edges(crystals, monkeypatch, cell):
+    import sen.graph
+
+    structures = [*crystals.values(), Structure(Lattice.cubic(cell), ["Ar"], [[0, 0, 0]])]
+    quick = [neighbor_edges(s) for s in structures]
+    monkeypatch.setattr(sen.graph, "FIRST_SEARCH_RADIUS", 100.0)  # one search, at the cutoff
+    for s, mine in zip(structures, quick, strict=True):
+        theirs = neighbor_edges(s)
+        key = [np.lexsort((e[0], e[2], e[1])) for e in (mine, theirs)]
+        for a, b in zip(mine, theirs, strict=True):
+            assert np.array_equal(a[key[0]], b[key[1]]), s.composition
