@@ -121,9 +121,9 @@ def batch_throughput(predictor: Predictor, n: int = 64, repeats: int = 3) -> dic
 
 
 def split_stages(predictor: Predictor, n: int, batch: int = 64) -> dict | None:
-    """Where the time of a batch goes: total seconds per stage over ``n`` test-split crystals of
+    """Where the time of a batch goes: milliseconds per crystal in each stage over ``n`` test-split crystals of
     ``../shared/data/mp_crystals`` (as CIF text), one core; None without the data."""
-    import gzip
+    from sen.training.data import iter_raw_records
 
     data = ROOT.parent / "shared" / "data" / "mp_crystals"
     split = ROOT / "sen" / "models" / "sen_mp" / "split.json"
@@ -131,16 +131,11 @@ def split_stages(predictor: Predictor, n: int, batch: int = 64) -> dict | None:
         return None
     test = set(json.loads(split.read_text())["test"])
     cifs = []
-    for f in sorted(data.glob("part-*.jsonl.gz")):
-        with gzip.open(f, "rt", encoding="utf-8") as fh:
-            for line in fh:
-                row = json.loads(line)
-                if row["material_id"] in test:
-                    cifs.append(row["cif"])
-                if len(cifs) >= n:
-                    break
-        if len(cifs) >= n:
-            break
+    for record in iter_raw_records(data, ()):
+        if record.id in test:
+            cifs.append(record.structure)
+            if len(cifs) >= n:
+                break
     cfg = predictor.graph_config
     seconds = dict.fromkeys(("parse", "symmetry", "graph", "orbit_rows_and_collate", "forward", "rows"), 0.0)
     atoms = rows = 0

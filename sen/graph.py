@@ -97,18 +97,15 @@ def neighbor_edges(
     (each atom has ``max_neighbors`` neighbours in it, and its k-th distance plus the tie tolerance stays
     inside it), else the search is repeated at the cutoff.
     """
-    first = min(FIRST_SEARCH_RADIUS, cutoff)
-    for radius in (first, cutoff) if first < cutoff else (cutoff,):
-        found = _kept_neighbors(structure, radius, max_neighbors, tie_tolerance)
-        if found is None:  # no neighbour at all within this radius
-            if radius < cutoff:
-                continue
-            empty = np.zeros(0, dtype=np.int64)
-            return empty, empty, np.zeros(0, dtype=np.float32)
-        (src, dst, length), kth = found
-        if radius >= cutoff or kth.max() + tie_tolerance < radius:
-            return src, dst, length
-    raise AssertionError("unreachable: the search at the cutoff returns")
+    if FIRST_SEARCH_RADIUS < cutoff:
+        found = _kept_neighbors(structure, FIRST_SEARCH_RADIUS, max_neighbors, tie_tolerance)
+        if found is not None and found[1].max() + tie_tolerance < FIRST_SEARCH_RADIUS:
+            return found[0]
+    found = _kept_neighbors(structure, cutoff, max_neighbors, tie_tolerance)
+    if found is None:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0, dtype=np.float32)
+    return found[0]
 
 
 #: Radius (Å) of the first neighbour search of :func:`neighbor_edges` (exact either way).
@@ -116,7 +113,8 @@ FIRST_SEARCH_RADIUS = 5.0
 
 
 def _kept_neighbors(structure: Structure, radius: float, max_neighbors: int, tie_tolerance: float):
-    """The kept edges among the neighbours within ``radius``, and each atom's k-th distance (inf if fewer)."""
+    """``((src, dst, length), kth)``: the kept edges among the neighbours within ``radius`` and each atom's
+    k-th distance (inf if it has fewer); None when there is no neighbour at all."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         centers, neighbors, _, dists = structure.get_neighbor_list(radius)
@@ -172,8 +170,9 @@ def orbit_graph(graph: CrystalGraph, tolerance: float = ORBIT_LENGTH_TOLERANCE) 
     each of them also receives the same edges (the same neighbours' orbits at the same distances), they
     keep the same features through every layer. Their rows are then computed once, for the orbit's first
     atom, and :attr:`CrystalGraph.multiplicity` counts the atoms each row stands for in sums over the
-    crystal; each edge's length is the mean over its images. Returns None when that condition fails for any atom (a structure only nearly symmetric at
-    the analysis tolerance, neighbour lists cut differently) or when every orbit has one atom.
+    crystal; each edge's length is the mean over its images. Returns None when that condition fails for
+    any atom (a structure only nearly symmetric at the analysis tolerance, neighbour lists cut
+    differently) or when every orbit has one atom.
     """
     orbit = graph.orbit_index
     n, n_orbits = graph.n_atoms, int(orbit.max()) + 1 if graph.n_atoms else 0
@@ -305,6 +304,12 @@ def collate(graphs: list[CrystalGraph]) -> GraphBatch:
     def t(a: np.ndarray, dtype: torch.dtype = torch.long) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a)).to(dtype)
 
+    def counts(name: str, sizes: np.ndarray) -> torch.Tensor | None:  # multiplicity / edge_count, ones where unset
+        if all(getattr(g, name) is None for g in graphs):
+            return None
+        parts = [np.ones(k, np.float32) if getattr(g, name) is None else getattr(g, name) for g, k in zip(graphs, sizes, strict=True)]
+        return t(np.concatenate(parts), torch.float32)
+
     return GraphBatch(
         atomic_numbers=t(cat("atomic_numbers")),
         edge_src=t(cat("edge_src") + edge_offset),
@@ -320,14 +325,8 @@ def collate(graphs: list[CrystalGraph]) -> GraphBatch:
         n_crystals=len(graphs),
         n_orbits=int(n_orbits.sum()),
         n_cells=t(np.array([float(getattr(g, "n_cells", 1.0)) for g in graphs]), torch.float32),
-        multiplicity=None if all(getattr(g, "multiplicity", None) is None for g in graphs) else t(
-            np.concatenate([np.ones(g.n_atoms, np.float32) if g.multiplicity is None else g.multiplicity for g in graphs]),
-            torch.float32,
-        ),
-        edge_count=None if all(getattr(g, "edge_count", None) is None for g in graphs) else t(
-            np.concatenate([np.ones(len(g.edge_src), np.float32) if g.edge_count is None else g.edge_count for g in graphs]),
-            torch.float32,
-        ),
+        multiplicity=counts("multiplicity", n_atoms),
+        edge_count=counts("edge_count", n_edges),
     )
 
 

@@ -98,6 +98,7 @@ class StackedSEN(nn.Module):
         if len(configs) != 1:
             raise ValueError("StackedSEN needs networks of one shape (width, capsules, heads, targets)")
         first = members[0]
+        self._lin_cache: dict = {}  # Linear weights and biases per member group, views (see _lin_params)
         self.config, self.graph_config, self.n_members = first.config, first.graph_config, len(members)
         self.distances = first.distances  # the same expansion in every network (Ensemble checks it)
         self.heads_count = first.config.attention_heads
@@ -153,13 +154,12 @@ class StackedSEN(nn.Module):
 
     def _lin_params(self, name: str, sl: slice, bias: bool, weight: str):
         """(weights (m, in, out), bias (m, 1, out) or None) of Linear ``name`` for members ``sl``, cached."""
-        cache = self.__dict__.setdefault("_lin_cache", {})
         key = (name, sl.start, sl.stop, bias, weight)
-        if key not in cache:
+        if key not in self._lin_cache:
             w = self._buffers["T" + (name + weight).replace(".", "__")][sl]
             b = self._w(name + weight.replace("weight", "bias"), sl)[:, None, :] if bias else None
-            cache[key] = (w, b)
-        return cache[key]
+            self._lin_cache[key] = (w, b)
+        return self._lin_cache[key]
 
     def lin(self, x: torch.Tensor, name: str, sl: slice, bias: bool = True, weight: str = ".weight") -> torch.Tensor:
         """Each network's Linear ``name``: x (m, ..., in), or rows shared by every network (R, in) -> (m, ..., out)."""
