@@ -211,6 +211,9 @@ def _parse(text: str, fmt: str, max_atoms: int) -> Structure:
         )
     if fmt == "cif":
         text = _normalise_cif(text)
+        plain = _plain_cif(text, longest, max_atoms)
+        if plain is not None:
+            return plain
         risky = _precheck_cif(text, max_atoms)
     elif fmt == "poscar":
         risky = _precheck_poscar(text, max_atoms)
@@ -242,6 +245,21 @@ def _parse_quietly(text: str, fmt: str) -> Structure:
         raise StructureError("this file is nested too deeply to read") from None
     except Exception:  # parsers raise many types, with messages about their internals
         raise StructureError(_FORMAT_HELP[fmt]) from None
+
+
+def _plain_cif(text: str, longest: int, max_atoms: int) -> Structure | None:
+    """A small plain P1 CIF read by :func:`sen.io_cif.parse_plain_p1` before the pre-scan, or None.
+
+    The pre-scan costs twice that parse, and refuses nothing such a file can hold that is not checked
+    here: gemmi reads one data block in linear time, the cell parameters are the ones the pre-scan
+    accepts, and a file with more sites than ``max_atoms`` goes the long way round, which words the refusal.
+    """
+    if len(text) > _SAFE_BYTES or longest > _SAFE_LINE:
+        return None
+    from sen.io_cif import parse_plain_p1
+
+    structure = parse_plain_p1(text)
+    return structure if structure is not None and len(structure) <= max_atoms else None
 
 
 def _normalise_cif(text: str) -> str:
@@ -340,11 +358,7 @@ def _longest_line(text: str) -> int:
 
 
 def _parse_cif(text: str) -> Structure:
-    from sen.io_cif import parse_plain_p1
-
-    plain = parse_plain_p1(text)  # pymatgen's own structure, 5x sooner, for the plain P1 files it recognises
-    if plain is not None:
-        return plain
+    """pymatgen's reader, for every CIF that :func:`_plain_cif` did not read."""
     from pymatgen.io.cif import CifParser
 
     # check_cif=False: pymatgen's own check only compares the parsed formula with _chemical_formula_sum

@@ -81,6 +81,8 @@ def parse_plain_p1(text: str) -> Structure | None:
             labels.append(label)
     except (ValueError, TypeError):  # a value that is not a plain number, an unknown element
         return None
+    if not (all(0 < v < math.inf for v in cell[:3]) and all(0 < v < 180 for v in cell[3:])):
+        return None  # pymatgen's path words the refusal
     try:
         lattice = Lattice.from_parameters(*cell)
         if not min(lattice.d_hkl(hkl) for hkl in ((1, 0, 0), (0, 1, 0), (0, 0, 1))) >= _MIN_THICKNESS:

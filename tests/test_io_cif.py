@@ -113,3 +113,38 @@ def _error(path: Path) -> str | None:
     except StructureError as exc:
         return str(exc)
     return None
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("_cell_length_a   5.43100000", "_cell_length_a   -5.43100000"),
+        ("_cell_length_b   5.43100000", "_cell_length_b   0.0"),
+        ("_cell_angle_gamma   90.00000000", "_cell_angle_gamma   180.0"),
+        ("_cell_angle_alpha   90.00000000", "_cell_angle_alpha   0"),
+    ],
+)
+def test_a_plain_file_the_pre_scan_refuses_is_refused_in_the_same_words(monkeypatch, old, new):
+    text = (EXAMPLES / "si_diamond.cif").read_text()
+    assert old in text
+    bad = text.replace(old, new)
+    errors = []
+    for reader in (parse_plain_p1, lambda text: None):
+        monkeypatch.setattr(sen.io_cif, "parse_plain_p1", reader)
+        with pytest.raises(Exception) as info:
+            read_structure(bad, filename="x.cif")
+        errors.append(f"{type(info.value).__name__}: {info.value}")
+    assert errors[0] == errors[1]
+    assert "cell" in errors[0]
+
+
+def test_a_plain_file_over_the_atom_limit_is_refused_in_the_same_words(monkeypatch):
+    text = (EXAMPLES / "lifepo4_olivine.cif").read_text()
+    errors = []
+    for reader in (parse_plain_p1, lambda text: None):
+        monkeypatch.setattr(sen.io_cif, "parse_plain_p1", reader)
+        with pytest.raises(Exception) as info:
+            read_structure(text, filename="x.cif", max_atoms=20)
+        errors.append(f"{type(info.value).__name__}: {info.value}")
+    assert errors[0] == errors[1]
+    assert "28" in errors[0] and "20" in errors[0]
