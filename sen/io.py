@@ -97,7 +97,8 @@ def read_structure(
         if fmt not in FORMATS:
             raise StructureError(f"unknown format {str(fmt)[:40]!r}; use one of {', '.join(FORMATS)}")
         structure = _parse(text, fmt, max_atoms)
-        validate_structure(structure, max_atoms=max_atoms)
+        if validate_structure(structure, max_atoms=max_atoms) is structure:
+            structure._sen_checked = _content(structure)  # Predictor.predict need not check it again
     except StructureError:
         raise
     except MemoryError:
@@ -421,6 +422,9 @@ def validate_structure(structure: Structure, *, max_atoms: int = DEFAULT_MAX_ATO
         StructureError: the structure fails a check; no other exception escapes.
     """
     try:
+        checked = getattr(structure, "_sen_checked", None)
+        if checked is not None and len(structure) <= max_atoms and checked == _content(structure):
+            return structure  # read_structure checked this very content (and it has not changed since)
         return _validate(structure, max_atoms)
     except StructureError:
         raise
@@ -428,6 +432,11 @@ def validate_structure(structure: Structure, *, max_atoms: int = DEFAULT_MAX_ATO
         raise StructureError("checking this structure needed too much memory; upload a single unit cell") from None
     except Exception:
         raise StructureError("this structure could not be checked: its lattice or sites are malformed") from None
+
+
+def _content(structure: Structure) -> tuple:
+    """Everything :func:`validate_structure` checks, as exact values: lattice, coordinates, species."""
+    return (structure.lattice.matrix.tobytes(), structure.frac_coords.tobytes(), tuple(map(str, structure.species)))
 
 
 def _validate(structure: Structure, max_atoms: int) -> Structure:

@@ -557,3 +557,23 @@ def test_fuzz_regression_inputs_are_answered_cleanly(path):
         validate_structure(s)
         assert len(s) == expected
     assert cpu_seconds() - t < ANSWER_BUDGET
+
+
+_LIFEPO4 = Path(__file__).parents[1] / "assets" / "examples" / "lifepo4_olivine.cif"
+
+
+def test_a_read_structure_changed_afterwards_is_checked_again():
+    from sen.io import validate_structure
+
+    s = read_structure(_LIFEPO4)
+    assert validate_structure(s) is s  # unchanged since read_structure checked it
+    s.translate_sites([1], s[0].coords - s[1].coords, frac_coords=False)  # atom 1 onto atom 0
+    with pytest.raises(StructureError, match="closer than|too close|0.5"):
+        validate_structure(s)
+    t = read_structure(_LIFEPO4)
+    t.replace(0, DummySpecies("X"))
+    with pytest.raises(StructureError):
+        validate_structure(t)
+    u = read_structure(_LIFEPO4)
+    with pytest.raises(StructureError, match="over the limit of 20"):
+        validate_structure(u, max_atoms=20)  # checked against a larger limit when it was read
