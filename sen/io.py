@@ -253,14 +253,14 @@ def _plain_cif(text: str, longest: int, max_atoms: int) -> Structure | None:
 
     The pre-scan costs twice that parse, and refuses nothing such a file can hold that is not checked
     here: gemmi reads one data block in linear time, the cell parameters are the ones the pre-scan
-    accepts, and a file with more sites than ``max_atoms`` goes the long way round, which words the refusal.
+    accepts, and a file with more sites than ``max_atoms`` (or than the pre-scan's safe row count, so that
+    the duplicate-site check stays small) goes the long way round, which words any refusal.
     """
     if len(text) > _SAFE_BYTES or longest > _SAFE_LINE:
         return None
     from sen.io_cif import parse_plain_p1
 
-    structure = parse_plain_p1(text)
-    return structure if structure is not None and len(structure) <= max_atoms else None
+    return parse_plain_p1(text, max_sites=min(max_atoms, _SAFE_CIF_ROWS))
 
 
 def _normalise_cif(text: str) -> str:

@@ -39,8 +39,9 @@ _SITE_TOLERANCE = 1e-4  # pymatgen's CifParser default: sites closer than this (
 _MIN_THICKNESS = 0.01  # Å, pymatgen refuses thinner cells
 
 
-def parse_plain_p1(text: str) -> Structure | None:
-    """pymatgen's Structure for a plain P1 CIF (see the module docstring), or None for any other file."""
+def parse_plain_p1(text: str, max_sites: int | None = None) -> Structure | None:
+    """pymatgen's Structure for a plain P1 CIF (see the module docstring), or None for any other file
+    (and for one of more than ``max_sites`` sites, declined before any work that grows with their square)."""
     try:
         import gemmi
 
@@ -64,7 +65,7 @@ def parse_plain_p1(text: str) -> Structure | None:
     if len(ops) != 1 or gemmi.cif.as_string(ops[0]).replace(" ", "").lower() != "x,y,z":
         return None
     table = block.find("_atom_site_", ["type_symbol", "label", "fract_x", "fract_y", "fract_z", "?occupancy"])
-    if len(table) == 0:
+    if len(table) == 0 or (max_sites is not None and len(table) > max_sites):
         return None
     try:
         cell = [_number(block.find_value(f"_cell_{k}")) for k in

@@ -99,7 +99,7 @@ def test_read_structure_gives_the_same_structures_and_errors_without_the_fast_re
     fast = [read_structure(t, filename="x.cif") for t in texts]
     bad = sorted(REGRESSIONS.glob("*.cif"))
     fast_errors = [_error(p) for p in bad]
-    monkeypatch.setattr(sen.io_cif, "parse_plain_p1", lambda text: None)
+    monkeypatch.setattr(sen.io_cif, "parse_plain_p1", lambda text, max_sites=None: None)
     for t, mine in zip(texts, fast, strict=True):
         assert_identical(mine, read_structure(t, filename="x.cif"))
     assert [_error(p) for p in bad] == fast_errors
@@ -129,7 +129,7 @@ def test_a_plain_file_the_pre_scan_refuses_is_refused_in_the_same_words(monkeypa
     assert old in text
     bad = text.replace(old, new)
     errors = []
-    for reader in (parse_plain_p1, lambda text: None):
+    for reader in (parse_plain_p1, lambda text, max_sites=None: None):
         monkeypatch.setattr(sen.io_cif, "parse_plain_p1", reader)
         with pytest.raises(Exception) as info:
             read_structure(bad, filename="x.cif")
@@ -141,10 +141,19 @@ def test_a_plain_file_the_pre_scan_refuses_is_refused_in_the_same_words(monkeypa
 def test_a_plain_file_over_the_atom_limit_is_refused_in_the_same_words(monkeypatch):
     text = (EXAMPLES / "lifepo4_olivine.cif").read_text()
     errors = []
-    for reader in (parse_plain_p1, lambda text: None):
+    for reader in (parse_plain_p1, lambda text, max_sites=None: None):
         monkeypatch.setattr(sen.io_cif, "parse_plain_p1", reader)
         with pytest.raises(Exception) as info:
             read_structure(text, filename="x.cif", max_atoms=20)
         errors.append(f"{type(info.value).__name__}: {info.value}")
     assert errors[0] == errors[1]
     assert "28" in errors[0] and "20" in errors[0]
+
+
+def test_a_plain_file_of_many_sites_is_declined_before_work_that_grows_with_their_square():
+    rows = "".join(f"  Na  Na{i}  1  {i / 4000:.6f}  0.25  0.25  1\n" for i in range(3000))
+    text = (EXAMPLES / "cscl.cif").read_text().split("loop_\n _atom_site_type_symbol")[0]
+    text += "loop_\n _atom_site_type_symbol\n _atom_site_label\n _atom_site_symmetry_multiplicity\n"
+    text += " _atom_site_fract_x\n _atom_site_fract_y\n _atom_site_fract_z\n _atom_site_occupancy\n" + rows
+    assert len(parse_plain_p1(text)) == 3000
+    assert parse_plain_p1(text, max_sites=600) is None
