@@ -9,7 +9,9 @@ the test split (829 atoms, 8,339 edges), 1.5 million page faults in 20 passes an
 at the top of the heap, the same passes take half the time. The process keeps (does not return to the
 kernel) up to what one batch needed, which it would need again for the next batch.
 
-The setting is process-wide, so :class:`sen.Predictor` applies it on a CPU once, unless the environment
+The setting is process-wide, so :class:`sen.Predictor` applies it on a CPU once, at its first batch of
+:data:`sen.predict.BATCH_MEMORY_KEPT` crystals or more (a server predicting one crystal at a time, such as
+the app's, measured slower with it), unless the environment
 sets ``SEN_KEEP_FREED_MEMORY=0`` (or the process already tunes ``malloc`` with ``MALLOC_*`` variables or
 another allocator). It does nothing where the C library is not glibc.
 """
