@@ -11,7 +11,7 @@ kernel) up to what one batch needed, which it would need again for the next batc
 
 The setting is process-wide, so :class:`sen.Predictor` applies it on a CPU once, at its first batch of
 :data:`sen.predict.BATCH_MEMORY_KEPT` crystals or more (a server predicting one crystal at a time, such as
-the app's, measured slower with it), unless the environment
+the app's, gains nothing from it), unless the environment
 sets ``SEN_KEEP_FREED_MEMORY=0`` (or the process already tunes ``malloc`` with ``MALLOC_*`` variables or
 another allocator). It does nothing where the C library is not glibc.
 """

@@ -26,7 +26,7 @@ from sen.symmetry import SymmetryReport, analyze_symmetry
 
 #: From this many crystals in one batch on a CPU, the process keeps freed memory for the next batch
 #: (:func:`sen.allocator.keep_freed_memory`). The app's server predicts one or two crystals at a time,
-#: where the setting measured slower (gallery picks 0.75-0.83 s against 0.67-0.76 s).
+#: where it gains nothing measurable, and a process-wide setting is best left to the processes that batch.
 BATCH_MEMORY_KEPT = 16
 
 
