@@ -436,7 +436,8 @@ def validate_structure(structure: Structure, *, max_atoms: int = DEFAULT_MAX_ATO
 
 def _content(structure: Structure) -> tuple:
     """Everything :func:`validate_structure` checks, as exact values: lattice, coordinates, species."""
-    return (structure.lattice.matrix.tobytes(), structure.frac_coords.tobytes(), tuple(map(str, structure.species)))
+    # each site's composition, not Structure.species, which raises for a disordered site (_validate words that)
+    return (structure.lattice.matrix.tobytes(), structure.frac_coords.tobytes(), tuple(str(s.species) for s in structure))
 
 
 def _validate(structure: Structure, max_atoms: int) -> Structure:

@@ -116,7 +116,7 @@ class Predictor:
         """One batch of ``graphs`` on the device, with one row per Wyckoff orbit and equal edges merged where that
         gives the same numbers (:func:`~sen.graph.orbit_graph`, :func:`~sen.graph.merge_edges`)."""
         if len(graphs) >= BATCH_MEMORY_KEPT and self.device.type == "cpu":
-            keep_freed_memory()  # batches: half the forward time (sen.allocator); not for a page's one crystal
+            keep_freed_memory()  # batches: a fifth less forward time (sen.allocator); not for a page's one crystal
         if self.orbit_rows:
             graphs = [merge_edges(orbit_graph(g) or g) for g in graphs]
         return collate(graphs).to(self.device)
