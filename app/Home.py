@@ -1,5 +1,6 @@
 """SEN Crystal Explorer: pick or upload a crystal; see the prediction, the structure, its
-symmetry clusters and the capsule routing. Run with ``streamlit run app/Home.py``.
+symmetry clusters and the capsule routing. Run with ``streamlit run app/serve.py`` (this page, served
+once the model, the library and the first crystal are loaded: app/serve.py) or ``streamlit run app/Home.py``.
 
 The page reads like it looks, top to bottom: the sidebar (app/sidebar.py), a table when several
 files were uploaded at once (app/batch.py), then one crystal in detail: prediction

@@ -1,1 +1,1 @@
-"""Streamlit front end of SEN Crystal Explorer (entry point: app/Home.py)."""
+"""Streamlit front end of SEN Crystal Explorer (the page: app/Home.py; served ready by app/serve.py)."""

@@ -1,6 +1,6 @@
 """How fast the app feels: from picking a gallery crystal to a complete page, in a real browser.
 
-Starts ``streamlit run app/Home.py`` on a free port, opens it in headless Chromium
+Starts ``streamlit run app/serve.py`` on a free port, opens it in headless Chromium
 (playwright with /usr/bin/chromium), picks every gallery crystal with at most
 ``--max-atoms`` atoms ``--repeats`` times, and measures the time from the click on the
 crystal's name until the page shows that crystal's prediction numbers, its drawn 3D
@@ -42,6 +42,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--disable-quic",
 ]
+SERVE_SCRIPT = "app/serve.py"  # the README's command: the page (app/Home.py), ready before it answers
 VIEWER_TITLE = "Interactive 3D view of the crystal"  # the viewer iframe's title (app/viewer.py)
 
 # True once the page shows `title` completely: the footer (last element of the script),
@@ -75,9 +76,14 @@ def free_port() -> int:
 
 @contextmanager
 def serve_app(
-    port: int | None = None, timeout_s: float = 120.0, log_path: Path | None = None, env: dict | None = None
+    port: int | None = None,
+    timeout_s: float = 120.0,
+    log_path: Path | None = None,
+    env: dict | None = None,
+    script: str = SERVE_SCRIPT,
 ) -> Iterator[str]:
-    """Run ``streamlit run app/Home.py`` on ``port`` (default: a free one); yield its URL.
+    """Run ``streamlit run app/serve.py`` (the README's command; ``script``: another page or launcher) on
+    ``port`` (default: a free one); yield its URL once the server answers.
 
     The server's output goes to ``log_path`` when given; ``env`` sets environment variables (None
     removes one: ``{"OMP_NUM_THREADS": None, "SEN_THREADS": "auto"}`` gives torch its default threads).
@@ -86,7 +92,7 @@ def serve_app(
     base = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     env = {k: v for k, v in {**base, **(env or {})}.items() if v is not None}  # None: remove the variable
     command = [
-        sys.executable, "-m", "streamlit", "run", "app/Home.py",
+        sys.executable, "-m", "streamlit", "run", script,
         "--server.port", str(port), "--server.headless", "true",
         "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
     ]  # fmt: skip
@@ -185,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-atoms", type=int, default=30, help="largest crystal to include (default 30)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
+        "--script", default=SERVE_SCRIPT, help="what `streamlit run` starts (default app/serve.py; app/Home.py: no warm-up)"
+    )
+    parser.add_argument(
         "--sen-threads",
         default=None,
         help='SEN_THREADS for the server (default: unset, one thread); "auto": torch\'s own',
@@ -208,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         server_env = {"SEN_THREADS": args.sen_threads}
         if args.sen_threads.lower() in ("auto", "0"):
             server_env.update(OMP_NUM_THREADS=None, MKL_NUM_THREADS=None)
-    with serve_app(env=server_env) as url, sync_playwright() as pw:
+    with serve_app(env=server_env, script=args.script) as url, sync_playwright() as pw:
         browser = launch_chromium(pw)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         started = time.perf_counter()
@@ -289,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
             "max_atoms": args.max_atoms,
             "viewport": "1400x1000",
             "sen_threads": args.sen_threads,
+            "script": args.script,
         },
         "first_page_s": round(first_page_s, 3),  # first visitor after a server start (imports, model load)
         "second_visit_s": round(second_visit_s, 3),

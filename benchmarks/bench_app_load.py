@@ -1,6 +1,6 @@
 """Many visitors at once: 20 concurrent sessions in headless Chromium against one app server.
 
-Starts ``streamlit run app/Home.py`` (serve_app from bench_app_browser.py), opens ``--sessions``
+Starts ``streamlit run app/serve.py`` (serve_app from bench_app_browser.py), opens ``--sessions``
 pages in one headless Chromium (one browser context each), waits until every page shows the
 opening crystal, then lets all of them act at the same moment: most pick a different gallery
 crystal, the others upload a file whose bytes are new to the server (so its results are computed,

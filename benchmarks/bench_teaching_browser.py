@@ -1,6 +1,6 @@
 """How fast teaching feels: every "Teach symmetry" interaction, timed to a complete page in a real browser.
 
-Starts ``streamlit run app/Home.py`` on a free port (bench_app_browser.serve_app), opens every gallery
+Starts ``streamlit run app/serve.py`` on a free port (bench_app_browser.serve_app), opens every gallery
 crystal with at most ``--max-atoms`` atoms (``/?example=...``, a fresh session) ``--repeats`` times in
 headless Chromium, and times, one after the other on that page:
 

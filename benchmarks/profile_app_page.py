@@ -1,6 +1,6 @@
 """Where a visitor's first page spends Chromium's main thread: a CDP CPU profile, summed by script.
 
-Starts the app (``streamlit run app/Home.py``), opens the first page once (imports, model load, the
+Starts the app (``streamlit run app/serve.py``), opens the first page once (imports, model load, the
 opening crystal's prediction cached), then profiles a second visitor from navigation to the complete page
 (the same test of completeness as ``bench_app_browser.py``) and sums the sampled time by the script it ran
 in and by function. Writes ``benchmarks/results/app_page_profile.json``.

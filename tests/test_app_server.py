@@ -62,7 +62,7 @@ def serve(*options: str, cwd: Path = ROOT) -> tuple[set[str], str]:
     """Start the app with ``options`` (config from ``cwd``/.streamlit), load its page once, stop it;
     the listening addresses and the log."""
     port = free_port()
-    app = str(ROOT / "app" / "Home.py")
+    app = str(ROOT / "app" / "serve.py")  # the README's command (app/Home.py, served once warmed up)
     process = subprocess.Popen(
         [sys.executable, "-c", SERVER, app, "--server.port", str(port), "--server.fileWatcherType", "none", *options],
         cwd=cwd,

@@ -62,7 +62,7 @@ RUN_WITH_DATA = {
 SKIP_PREFIXES = {
     "python3 -m venv": "set-up: creates a virtual environment and installs from package registries "
     "(pip install, npm ci); CI runs the test command verbatim (.ci/run, tests/test_readme.py)",
-    "streamlit run app/Home.py": "starts a server that runs until stopped; the app is tested by tests/test_app.py "
+    "streamlit run app/serve.py": "starts a server that runs until stopped; the app is tested by tests/test_app.py "
     "(AppTest) and tests/test_browser.py (headless Chromium)",
 }
 SKIP = {

@@ -17,7 +17,7 @@ def _readme_commands() -> list[str]:
 
 def test_readme_opens_with_app_and_test_commands():
     app, tests = _readme_commands()[:2]
-    assert "streamlit run app/Home.py --server.port 8501" in app
+    assert "streamlit run app/serve.py --server.port 8501" in app
     assert "pip install -r requirements.txt" in app and "npm ci" in app
     assert "python -m pytest" in tests and "requirements-test.txt" in tests
 
